@@ -1,0 +1,1 @@
+"""mu-llama: music understanding and captioning."""

@@ -1,0 +1,3 @@
+from mu_llama.cli.main import main
+
+raise SystemExit(main())
