@@ -49,8 +49,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--prefetch", type=int, default=None, help="decoded clips held ahead of the model")
     g.add_argument("--bucket-batches", type=int, default=2, help="length bucketing span in batches (1 = off)")
     g.add_argument("--window-seconds", type=float, default=30.0)
-    g.add_argument("--max-windows", type=int, default=3,
-                   help="files longer than window-seconds x max-windows are heard as this many windows (0 = whole)")
+    g.add_argument("--max-windows", type=int, default=0,
+                   help="0 (default) hears every file whole; N > 0 hears files longer than window-seconds x N "
+                        "as N spread-out windows (faster on very long files; rows record the windows heard)")
     g.add_argument("--max-duration", type=float, default=4 * 3600.0, help="longer files are errors (seconds; 0 = none)")
     g.add_argument("--commit-every", type=int, default=64, help="records per durable commit")
     g.add_argument("--commit-seconds", type=float, default=30.0, help="commit at least this often")

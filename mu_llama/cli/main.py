@@ -1,7 +1,8 @@
 """`mu-llama <verb>`: one module per verb under mu_llama/cli/, each exposing `add_parser(subparsers)`.
 
 A verb module's `add_parser` registers its sub-parser and sets `func=run` where `run(args) -> int` is the exit code.
-Verb modules are imported lazily by name so `mu-llama --help` stays fast and one broken extra never breaks the others.
+Only the chosen verb's module is imported (start-up stays fast and one broken extra never breaks the others);
+`mu-llama --help` imports them all to list them.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ VERBS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mu-llama", description="Music understanding and captioning toolkit.")
     parser.add_argument("--version", action="version", version=f"mu-llama {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, module in VERBS.items():
+        if only is not None and verb != only:
+            continue
         try:
             mod = importlib.import_module(f"mu_llama.cli.{module}")
         except ModuleNotFoundError as e:
@@ -54,7 +57,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -35,7 +35,7 @@ class LabelOptions:
     prefetch: int | None = None          # decoded clips held ahead of the model; default 2 * batch_size * bucket_batches
     bucket_batches: int = 2              # length bucketing: sort this many batches' worth of clips by length (1 = off)
     window_seconds: float = 30.0         # long files are heard as max_windows windows of this length ...
-    max_windows: int = 3                 # ... files up to window_seconds * max_windows are heard whole
+    max_windows: int = 0                 # ... 0 = hear every file whole (default); N > 0 caps cost on very long files
     max_duration: float | None = 4 * 3600.0   # longer files are errors ("too_long"); None = no limit
     commit_every: int = 64               # records per durable shard ...
     commit_seconds: float = 30.0         # ... or at least this often
