@@ -1,0 +1,107 @@
+"""`mu-llama train`: train the LLM side of a model on the corpus (stage 1 adapter, stage 2 LoRA), resumably.
+
+    mu-llama train --config mu_llama/recipes/configs/mini.yaml [--out runs/mini] [--stage1-steps N] [--set KEY=VALUE]
+    mu-llama train --config ... --cache-only                      # only fill the frozen-encoder feature cache
+    mu-llama train --export runs/mini/final --to DIR [--encoder-dir ENC]   # package a trained model
+    mu-llama train --predict test --model-dir DIR --corpus data/corpus --pred-out pred.jsonl   # for `mu-llama eval`
+
+Rerunning the same command resumes from the run's last checkpoint. Options: dataclass defaults < YAML < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# flag -> TrainConfig field (None defaults: only given flags override the YAML)
+FLAGS = {
+    "corpus": str, "out": str, "feature_cache": str, "stage1_steps": int, "stage2_steps": int, "batch_size": int,
+    "grad_accum": int, "lr1": float, "lr2": float, "warmup": int, "checkpoint_every": int, "val_generate": int,
+    "max_train_clips": int, "device": str, "threads": int, "seed": int, "stop_after": int,
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from mu_llama.recipes.train_config import AMP_MODES, QUANTIZE
+
+    p = subparsers.add_parser(
+        "train", help="train the music adapter + LoRA on the corpus (resumable)",
+        description="Train a MU-LLaMA model's trainable parts on the corpus: stage 1 the music adapter, prefix and "
+                    "gates; stage 2 LoRA (+ bias/norm tuning). Frozen-encoder features are cached first. Rerun the "
+                    "same command to resume from the last checkpoint.")
+    p.add_argument("--config", metavar="YAML", help="training config (e.g. mu_llama/recipes/configs/mini.yaml)")
+    for name, typ in FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    p.add_argument("--encoder", default=None, help="encoder spec (model.encoder): a MERT folder, hub id, random:tiny")
+    p.add_argument("--llm", default=None, help="base LLM spec (model.llm), default smollm2-135m-instruct")
+    p.add_argument("--amp", choices=AMP_MODES, default=None, help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--quantize", choices=QUANTIZE, default=None, help="4bit = QLoRA base weights (bitsandbytes)")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="any option, e.g. --set model.injection_layers=12 --set caption_share=0.6 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--cache-only", action="store_true", help="only compute the feature cache, then stop")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and stop")
+    g = p.add_argument_group("packaging and prediction")
+    g.add_argument("--export", metavar="MODEL_DIR", help="copy a trained model folder to --to")
+    g.add_argument("--to", metavar="DIR", help="destination of --export")
+    g.add_argument("--encoder-dir", metavar="DIR", help="with --export: bundle this encoder folder as DIR/encoder")
+    g.add_argument("--predict", metavar="SPLIT", help="write predictions for a corpus split (for mu-llama eval)")
+    g.add_argument("--model-dir", metavar="DIR", help="with --predict: the trained model folder")
+    g.add_argument("--pred-out", metavar="FILE.jsonl", help="with --predict: output file")
+    g.add_argument("--qa", choices=("none", "factual", "all"), default="factual",
+                   help="with --predict: also answer the clips' questions (default: factual ones)")
+    g.add_argument("--limit", type=int, default=None, help="with --predict: first N clips of the split")
+    g.add_argument("--refs-out", metavar="DIR", help="with --predict: also write the scored rows (+ the train split, for "
+                                                     "baselines) as DIR/<split>.jsonl: a fixed corpus for mu-llama eval")
+    p.set_defaults(func=run)
+    return p
+
+
+def resolve_from_args(args):
+    from mu_llama.recipes.train_config import parse_assignment, resolve_config
+
+    overrides = {name: getattr(args, name) for name in FLAGS}
+    overrides.update({"model.encoder": args.encoder, "model.llm": args.llm, "amp": args.amp,
+                      "quantize": args.quantize})
+    if args.no_progress:
+        overrides["progress"] = False
+    for text in args.assignments:
+        key, value = parse_assignment(text)
+        overrides[key] = value
+    return resolve_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mu_llama.errors import ConfigError
+
+    if args.export:
+        from mu_llama.recipes.train import export_model
+
+        if not args.to:
+            raise ConfigError("--export needs --to DIR")
+        print(export_model(args.export, args.to, args.encoder_dir))
+        return 0
+    if args.predict:
+        from mu_llama.recipes.train import predict_split
+
+        if not (args.model_dir and args.pred_out):
+            raise ConfigError("--predict needs --model-dir DIR and --pred-out FILE.jsonl")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        path = predict_split(args.model_dir, args.corpus or "data/corpus", args.predict, args.pred_out, qa=args.qa,
+                             limit=args.limit, feature_cache=args.feature_cache, device=args.device or "cpu",
+                             batch_size=args.batch_size or 8, progress=not args.no_progress, refs_out=args.refs_out)
+        print(f"predictions written to {path}", file=sys.stderr)
+        return 0
+    config = resolve_from_args(args)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=1))
+        return 0
+    from mu_llama.recipes.train import train
+
+    path = train(config, cache_only=args.cache_only)
+    print(path)
+    return 0

@@ -1,0 +1,142 @@
+"""Cheap handcrafted audio features for the audio VAD regressor (numpy only; no learned encoder needed).
+
+Each feature stands for a musical cue the emotion rules use (mu_llama.emotion.targets):
+  loudness   rms_db_mean, rms_db_p90, rms_db_std        (dynamics -> arousal, dominance)
+  activity   onset_rate, flux_mean, tempo_log2, tempo_strength  (tempo, density -> arousal)
+  timbre     centroid_log2, rolloff_log2, flatness, low_energy_ratio  (brightness, register, texture)
+  register   pitch_centroid (magnitude-weighted MIDI pitch of 55 Hz..2 kHz)   (register -> valence, dominance)
+  mode       kk_major, kk_minor, mode_diff, major_share  (Krumhansl-Kessler correlation of the chroma -> valence)
+  texture    chroma_entropy, polyphony (number of strong chroma bins per frame)
+Computed at 22.05 kHz on mono audio, STFT 2048 / hop 512.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SR = 22050
+N_FFT = 2048
+HOP = 512
+FEATURE_NAMES = ("rms_db_mean", "rms_db_p90", "rms_db_std", "onset_rate", "flux_mean", "tempo_log2", "tempo_strength",
+                 "centroid_log2", "rolloff_log2", "flatness", "low_energy_ratio", "pitch_centroid",
+                 "kk_major", "kk_minor", "mode_diff", "major_share", "chroma_entropy", "polyphony")
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def _stft_mag(x: np.ndarray) -> np.ndarray:
+    """(F, T) magnitude, Hann window, frames centred by zero padding."""
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2))
+    n = 1 + max(0, (len(x) - N_FFT) // HOP)
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
+    frames = x[idx] * np.hanning(N_FFT)[None, :].astype(np.float32)
+    return np.abs(np.fft.rfft(frames, axis=1)).T.astype(np.float32)
+
+
+N_FFT_LONG, HOP_LONG = 8192, 2048
+_MIDI_LO, _MIDI_HI = 28, 108
+
+
+def _peak_chroma(x: np.ndarray) -> np.ndarray:
+    """(12, T) chroma from semitone-grid spectral peaks (sqrt power, peaks above 10% of the frame maximum)."""
+    xp = np.pad(x, (N_FFT_LONG // 2, N_FFT_LONG // 2))
+    n = 1 + max(0, (len(xp) - N_FFT_LONG) // HOP_LONG)
+    chroma = np.zeros((12, n), np.float32)
+    f = np.fft.rfftfreq(N_FFT_LONG, 1.0 / SR)
+    midi = np.full(len(f), -1)
+    ok = f > 20
+    midi[ok] = np.round(69 + 12 * np.log2(f[ok] / 440.0)).astype(int)
+    win = np.hanning(N_FFT_LONG).astype(np.float32)
+    for t0 in range(0, n, 64):                                          # blocks of frames bound memory
+        idx = np.arange(N_FFT_LONG)[None, :] + HOP_LONG * np.arange(t0, min(n, t0 + 64))[:, None]
+        P = np.abs(np.fft.rfft(xp[idx] * win[None, :], axis=1)).T ** 2  # (F, t)
+        semi = np.stack([P[midi == m].sum(0) for m in range(_MIDI_LO, _MIDI_HI + 1)])   # (81, t)
+        X = np.sqrt(semi)
+        keep = (X >= np.roll(X, 1, 0)) & (X >= np.roll(X, -1, 0)) & (X > 0.1 * X.max(0, keepdims=True))
+        X = X * keep
+        for i in range(X.shape[0]):
+            chroma[(i + _MIDI_LO) % 12, t0:t0 + X.shape[1]] += X[i]
+    return chroma
+
+
+def _kk(chroma: np.ndarray) -> tuple[float, float]:
+    """Best correlation over tonics with the major and the minor profile."""
+    if chroma.sum() <= 0 or np.allclose(chroma, chroma.mean()):
+        return 0.0, 0.0
+    maj = max(np.corrcoef(chroma, np.roll(_KK_MAJOR, t))[0, 1] for t in range(12))
+    mnr = max(np.corrcoef(chroma, np.roll(_KK_MINOR, t))[0, 1] for t in range(12))
+    return float(maj), float(mnr)
+
+
+def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
+    """mono float (n,) -> (len(FEATURE_NAMES),) float32."""
+    x = np.asarray(wave, np.float32)
+    if sample_rate != SR:
+        import soxr
+
+        x = soxr.resample(x, sample_rate, SR).astype(np.float32)
+    if len(x) < SR // 2:                                               # at least 0.5 s (a few frames to compare)
+        x = np.pad(x, (0, SR // 2 - len(x)))
+    S = _stft_mag(x)                                                  # (F, T)
+    freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
+    T = S.shape[1]
+    secs = len(x) / SR
+    power = (S ** 2).sum(0) / N_FFT                                   # (T,)
+    rms_db = 10 * np.log10(power + 1e-10)
+    active = rms_db > rms_db.max() - 50                               # frames within 50 dB of the peak
+    act = rms_db[active] if active.any() else rms_db
+
+    logS = np.log1p(100 * S)
+    flux = np.maximum(0, np.diff(logS, axis=1)).sum(0)                # (T-1,)
+    flux = flux / (flux.std() + 1e-8) if flux.size else flux
+    thr = np.convolve(flux, np.ones(9) / 9, mode="same") + 0.5 if flux.size else flux
+    peaks = (flux > thr) & (flux > np.roll(flux, 1)) & (flux >= np.roll(flux, -1)) if flux.size else flux
+    onset_rate = float(peaks.sum() / secs)
+
+    # tempo: autocorrelation of the onset envelope over 40..220 BPM
+    env = flux - flux.mean() if flux.size else np.zeros(4)
+    ac = np.correlate(env, env, mode="full")[len(env) - 1:] if len(env) > 4 else np.zeros(4)
+    fps = SR / HOP
+    lags = np.arange(len(ac))
+    ok = (lags >= fps * 60 / 220) & (lags <= fps * 60 / 40)
+    if ok.any() and ac[0] > 0:
+        best = lags[ok][np.argmax(ac[ok])]
+        tempo, strength = 60 * fps / best, float(ac[best] / ac[0])
+    else:
+        tempo, strength = 100.0, 0.0
+
+    mag = S.sum(0) + 1e-8
+    centroid = (freqs[:, None] * S).sum(0) / mag
+    cum = np.cumsum(S, axis=0)
+    rolloff = freqs[np.argmax(cum >= 0.85 * cum[-1:], axis=0)]
+    flat = np.exp(np.log(S + 1e-8).mean(0)) / (S.mean(0) + 1e-8)
+    low = (S[freqs < 250] ** 2).sum() / ((S ** 2).sum() + 1e-8)
+
+    band = (freqs >= 55) & (freqs <= 2000)
+    midi = 69 + 12 * np.log2(freqs[band] / 440.0)
+    Sb = S[band] ** 2
+    pitch_centroid = float((midi[:, None] * Sb).sum() / (Sb.sum() + 1e-8))
+
+    # mode: chroma of spectral peaks on a semitone grid from a long FFT (2.7 Hz bins resolve low notes); peak picking
+    # across pitch keeps fundamentals and strong partials, not the smeared skirts (on rendered corpus clips this
+    # raised agreement with the score's major/minor from 0.44 to 0.59 Spearman)
+    chroma_t = _peak_chroma(x)                                          # (12, T')
+    chroma = chroma_t.sum(1)
+    maj, mnr = _kk(chroma)
+    # major share over ~3 s windows
+    wlen = max(1, int(3 * SR / HOP_LONG))
+    votes = []
+    for s in range(0, chroma_t.shape[1], wlen):
+        a, b = _kk(chroma_t[:, s:s + wlen].sum(1))
+        if a or b:
+            votes.append(float(a > b))
+    major_share = float(np.mean(votes)) if votes else 0.5
+    p = chroma / (chroma.sum() + 1e-8)
+    entropy = float(-(p * np.log(p + 1e-12)).sum() / np.log(12))
+    cn = chroma_t / (chroma_t.max(0, keepdims=True) + 1e-8)
+    polyphony = float((cn > 0.5).sum(0).mean()) if cn.size else 0.0
+
+    return np.array([act.mean(), np.percentile(act, 90), act.std(), onset_rate, float(flux.mean()) if flux.size else 0.0,
+                     np.log2(tempo / 100.0), strength, np.log2(centroid[active].mean() + 1.0) if active.any() else 0.0,
+                     np.log2(rolloff.mean() + 1.0), float(flat.mean()), float(low), pitch_centroid,
+                     maj, mnr, maj - mnr, major_share, entropy, polyphony], np.float32)

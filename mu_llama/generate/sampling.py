@@ -1,0 +1,233 @@
+"""Sampling from the token LM: KV cache, classifier-free guidance, a token grammar, and a sliding window.
+
+The loop is short on purpose: prefill the conditioning prefix + BOS, then one token at a time. Each step
+  1. logits of the conditional path (and, when guidance_scale != 1, of the unconditional path in the same batch),
+  2. guidance in log-probability space: log p_u + s * (log p_c - log p_u)   (s = 1 is exactly the conditional path),
+  3. the grammar mask (header in order, then BAR / POS / VEL / PITCH / DUR in a valid order, POS moving forward
+     within the bar's length, EOS only after the requested duration),
+  4. temperature and top-k, then a draw from a seeded torch.Generator (same seed -> same music).
+When the window is full it restarts from BOS + header + the last half of the body from a BAR, which is how training
+crops look, so long pieces keep going with their header (tempo, mode, ...) in view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mu_llama.errors import ConfigError
+from mu_llama.generate.model import MusicTokenLM
+from mu_llama.generate.tokenizer import HEADER_KINDS, TICKS_PER_BEAT, Tokenizer, tempo_bins
+
+NEG = float("-inf")
+KEY_CONSTRAINTS = ("scale", "none")
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}   # minor: natural + raised 7th
+TRIADS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    guidance_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 0                 # 0 = no top-k
+    seed: int = 0
+    max_tokens: int = 4096
+    # Key-consistent decoding: once the header has fixed KEY and MODE, PITCH tokens outside that key's scale
+    # (natural minor plus the raised 7th for minor) are masked and tonic-triad pitch classes get `triad_bias` added
+    # to their log-probabilities. The small LM learns header -> key poorly; this keeps its notes in the key it chose.
+    key_constraint: str = "scale"   # "scale" | "none"
+    triad_bias: float = 1.0
+
+    def __post_init__(self):
+        if self.key_constraint not in KEY_CONSTRAINTS:
+            from mu_llama.errors import choice_error
+
+            raise choice_error("key_constraint", self.key_constraint, KEY_CONSTRAINTS)
+        if self.guidance_scale < 0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0 or self.max_tokens < 16:
+            raise ConfigError("top_k must be >= 0 and max_tokens >= 16")
+
+
+class Grammar:
+    """Which token may come next, given the sequence so far (well-formed sequences only)."""
+
+    def __init__(self, tok: Tokenizer, duration_s: float):
+        self.tok = tok
+        self.duration_s = duration_s
+        V = len(tok)
+        kinds = tok.kind_of
+        self.kind_mask = {k: torch.from_numpy(kinds == k) for k in set(kinds)}
+        self.pos_val = torch.full((V,), -1, dtype=torch.long)
+        self.pitch_val = torch.full((V,), -1, dtype=torch.long)
+        for i, t in enumerate(tok.vocab):
+            if t.startswith("POS_"):
+                self.pos_val[i] = int(t[4:])
+            elif t.startswith("PITCH_"):
+                self.pitch_val[i] = int(t[6:])
+        self.n = 0                 # tokens so far (incl. BOS)
+        self.last_kind = "BOS"
+        self.bar = -1
+        self.pos = -1
+        self.last_pitch = -1
+        self.bar_ticks = 16
+        self.bpm = 120.0
+        self.mode: str | None = None
+        self.key: int | None = None
+
+    def pitch_bias(self, triad_bias: float) -> torch.Tensor | None:
+        """(V,) additive log-prob bias for PITCH tokens in the header's key (None before KEY is known)."""
+        if self.key is None or self.mode is None:
+            return None
+        pc = (self.pitch_val - self.key) % 12
+        is_pitch = self.pitch_val >= 0
+        in_scale = torch.zeros_like(is_pitch)
+        for d in SCALES[self.mode]:
+            in_scale |= pc == d
+        in_triad = torch.zeros_like(is_pitch)
+        for d in TRIADS[self.mode]:
+            in_triad |= pc == d
+        bias = torch.zeros(len(self.pitch_val))
+        bias[is_pitch & ~in_scale] = NEG
+        bias[is_pitch & in_triad] = triad_bias
+        return bias
+
+    def done_beats(self) -> float:
+        """Beats covered by the completed bars."""
+        return max(self.bar, 0) * self.bar_ticks / TICKS_PER_BEAT
+
+    def target_reached(self) -> bool:
+        return self.done_beats() * 60.0 / self.bpm >= self.duration_s
+
+    def mask(self) -> torch.Tensor:
+        """(V,) bool: allowed next tokens."""
+        km = self.kind_mask
+        if self.n <= len(HEADER_KINDS):                    # BOS + header in fixed order
+            return km[HEADER_KINDS[self.n - 1]].clone()
+        k = self.last_kind
+        if k == "KEY":
+            m = km["BAR"].clone()
+        elif k == "BAR":
+            m = km["BAR"] | (km["POS"] & (self.pos_val < self.bar_ticks))
+        elif k == "POS":
+            m = km["VEL"] | km["PITCH"]
+        elif k == "VEL":
+            m = km["PITCH"] & (self.pitch_val > self.last_pitch)
+        elif k == "PITCH":
+            m = km["DUR"].clone()
+        else:                                              # after DUR
+            higher = km["PITCH"] & (self.pitch_val > self.last_pitch)     # chord notes go up, as encoded
+            m = km["BAR"] | (km["POS"] & (self.pos_val > self.pos) & (self.pos_val < self.bar_ticks)) | higher
+            if bool(higher.any()):
+                m = m | km["VEL"]
+        if k != "KEY" and self.target_reached() and k in ("BAR", "DUR"):
+            m = m | km["EOS"]
+        return m
+
+    def advance(self, token: int):
+        t = self.tok.vocab[token]
+        kind, _, val = t.partition("_")
+        self.n += 1
+        self.last_kind = kind
+        if kind == "TS":
+            num, den = (int(x) for x in val.split("/"))
+            self.bar_ticks = num * 4 * TICKS_PER_BEAT // den
+        elif kind == "TEMPO":
+            self.bpm = float(tempo_bins()[int(val)])
+        elif kind == "MODE":
+            self.mode = val
+        elif kind == "KEY":
+            self.key = int(val)
+        elif kind == "BAR":
+            self.bar += 1
+            self.pos = -1
+            self.last_pitch = -1
+        elif kind == "POS":
+            self.pos = int(val)
+            self.last_pitch = -1
+        elif kind == "PITCH":
+            self.last_pitch = int(val)
+
+
+def guided_logprobs(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """log p_u + s (log p_c - log p_u); with no unconditional path (scale 1) just log p_c."""
+    lc = torch.log_softmax(cond.float(), dim=-1)
+    if uncond is None:
+        return lc
+    lu = torch.log_softmax(uncond.float(), dim=-1)
+    return lu + scale * (lc - lu)
+
+
+@torch.no_grad()
+def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor, prefix_uncond: torch.Tensor | None,
+                  duration_s: float, opts: SamplingOptions) -> list[int]:
+    """Sample one sequence. prefix_* (1, P, D). Returns ids from BOS to EOS."""
+    model.eval()
+    use_u = prefix_uncond is not None and opts.guidance_scale != 1.0
+    prefix = torch.cat([prefix_cond, prefix_uncond], 0) if use_u else prefix_cond
+    Bp = prefix.shape[0]
+    gen = torch.Generator().manual_seed(int(opts.seed))
+    gram = Grammar(tok, duration_s)
+    ids = [tok.bos]
+    gram.n = 1
+    W = model.config.max_len
+
+    def prefill(window: list[int]):
+        caches = [dict() for _ in model.blocks]
+        x = torch.tensor([window] * Bp)
+        return caches, model(x, prefix, caches, start=0)[:, -1], len(window)
+
+    caches, logits, cur = prefill(ids)
+    body_start = None                                  # index in ids of the first BAR
+    while len(ids) < opts.max_tokens:
+        lp = guided_logprobs(logits[0], logits[1] if use_u else None, opts.guidance_scale)
+        m = gram.mask()
+        if not gram.target_reached():
+            m = m & ~gram.kind_mask["EOS"]
+        lp = lp.masked_fill(~m, NEG)
+        if opts.key_constraint == "scale" and gram.last_kind in ("POS", "VEL", "DUR"):
+            if (bias := gram.pitch_bias(opts.triad_bias)) is not None:
+                lp = lp + bias
+        lp = lp / opts.temperature
+        if opts.top_k:
+            kth = torch.topk(lp, min(opts.top_k, int(m.sum()))).values[-1]
+            lp = lp.masked_fill(lp < kth, NEG)
+        nxt = int(torch.multinomial(torch.softmax(lp, -1), 1, generator=gen))
+        if nxt == tok.bar and gram.target_reached():   # finished the bar that reaches the duration
+            nxt = tok.eos
+        ids.append(nxt)
+        gram.advance(nxt)
+        if nxt == tok.eos:
+            break
+        if nxt == tok.bar and body_start is None:
+            body_start = len(ids) - 1
+        if cur >= W:                                    # slide: header + last half of the body from a BAR
+            header = ids[: 1 + len(HEADER_KINDS)]
+            tail_from = len(ids) - W // 2
+            bars = [i for i in range(max(tail_from, body_start or 0), len(ids)) if ids[i] == tok.bar]
+            start = bars[0] if bars else len(ids) - 1
+            caches, logits, cur = prefill(header + ids[start:])
+        else:
+            logits = model(torch.tensor([[nxt]] * Bp), None, caches, start=cur)[:, -1]
+            cur += 1
+    if ids[-1] != tok.eos:
+        ids.append(tok.eos)
+    return ids
+
+
+def header_distribution(model: MusicTokenLM, tok: Tokenizer, prefix: torch.Tensor) -> dict[str, np.ndarray]:
+    """Greedy walk of the header with the model's distribution at each header slot (for inspection/plots)."""
+    out = {}
+    ids = [tok.bos]
+    with torch.no_grad():
+        for kind in HEADER_KINDS:
+            logits = model(torch.tensor([ids]), prefix)[0, -1]
+            allowed = np.flatnonzero(tok.kind_of == kind)
+            p = torch.softmax(logits[allowed], -1).numpy()
+            out[kind] = p
+            ids.append(int(allowed[int(np.argmax(p))]))
+    return out
