@@ -40,7 +40,7 @@ def guarded(what: str):
         yield
     except MuLlamaError as e:
         st.error(f"{what}: {e}")
-    except Exception as e:  # noqa: BLE001 - never a traceback on the page; the server log keeps it
+    except Exception as e:  # never a traceback on the page; the server log keeps it
         log.exception("demo: %s failed", what)
         st.error(f"{what} failed: {type(e).__name__}: {e}")
 
@@ -87,7 +87,7 @@ def get_model() -> tuple[services.LoadedModel | None, str | None]:
     try:
         with st.spinner(f"Loading model {req.spec} ({req.quantize}, {req.device}) ..."):
             return services.load_model(req.spec, req.quantize, req.device), None
-    except Exception as e:  # noqa: BLE001 - shown as one line in the sidebar
+    except Exception as e:  # shown as one line in the sidebar
         if not isinstance(e, MuLlamaError):
             log.exception("demo: loading %s failed", req.spec)
         if ss.model_auto and req.spec == DEFAULT_MODEL:  # the packaged default is optional: fall back, say so

@@ -472,6 +472,8 @@ def load_model(name_or_path: str | Path, options: LLMOptions | None = None) -> M
     if (path / CONFIG_FILE).is_file():
         return MuLlama.from_pretrained(path, options)
     entry = MODELS.get(spec)
+    if entry is None and _looks_like_hub_id(spec) and not path.exists():
+        return MuLlama.from_pretrained(_hub_snapshot(spec), options)
     if entry is None:
         raise ConfigError(f"unknown model {spec!r}; valid choices: {', '.join(MODELS)} "
                           "or a directory written by MuLlama.save_pretrained")
@@ -483,3 +485,19 @@ def load_model(name_or_path: str | Path, options: LLMOptions | None = None) -> M
             return MuLlama.from_pretrained(candidate, options)
     raise ConfigError(f"model {spec!r} is not installed (looked in {models_dir()} and {cache_dir() / 'models'}); "
                       "use --model untrained:smollm2 to run the pipeline with an untrained adapter")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """Download (or reuse the cached) save_pretrained directory of a hub repo. Needs a machine that reaches the hub."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_FILE, "*.safetensors", "*.json"]))
+    except Exception as e:  # offline, unknown repo, auth: one clear line
+        raise ConfigError(f"model {repo_id!r} is neither a registry name ({', '.join(MODELS)}) nor a local directory, "
+                          f"and the hub could not provide it: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e

@@ -335,3 +335,13 @@ def test_ask_cli_once_and_interactive(saved, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr()
     assert out.out.count("mu-llama> ") == 2 and "conversation reset" in out.err
     assert main(["ask", str(path), "--model", str(saved)]) == 2  # no question, not interactive
+
+
+def test_unknown_hub_id_fails_in_one_line_offline(monkeypatch):
+    from mu_llama.errors import ConfigError
+    from mu_llama.model import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="someorg/somemodel.*hub could not provide it") as e:
+        load_model("someorg/somemodel")
+    assert "\n" not in str(e.value)

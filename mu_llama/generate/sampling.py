@@ -24,7 +24,7 @@ from mu_llama.generate.tokenizer import HEADER_KINDS, TICKS_PER_BEAT, Tokenizer,
 NEG = float("-inf")
 KEY_CONSTRAINTS = ("scale", "none")
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}   # minor: natural + raised 7th
-TRIADS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
+THIRDS = {"major": 4, "minor": 3}     # the mode-defining degree
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class SamplingOptions:
     seed: int = 0
     max_tokens: int = 4096
     # Key-consistent decoding: once the header has fixed KEY and MODE, PITCH tokens outside that key's scale
-    # (natural minor plus the raised 7th for minor) are masked and tonic-triad pitch classes get `triad_bias` added
-    # to their log-probabilities. The small LM learns header -> key poorly; this keeps its notes in the key it chose.
+    # (natural minor plus the raised 7th for minor) are masked and the mode-defining third gets `triad_bias` added
+    # to its log-probability (the small LM favours open fifths, which leave the mode ambiguous). The LM learns
+    # header -> key poorly at this size; this keeps its notes in the key and mode its header chose.
     key_constraint: str = "scale"   # "scale" | "none"
     triad_bias: float = 1.0
 
@@ -88,12 +89,9 @@ class Grammar:
         in_scale = torch.zeros_like(is_pitch)
         for d in SCALES[self.mode]:
             in_scale |= pc == d
-        in_triad = torch.zeros_like(is_pitch)
-        for d in TRIADS[self.mode]:
-            in_triad |= pc == d
         bias = torch.zeros(len(self.pitch_val))
         bias[is_pitch & ~in_scale] = NEG
-        bias[is_pitch & in_triad] = triad_bias
+        bias[is_pitch & (pc == THIRDS[self.mode])] = triad_bias
         return bias
 
     def done_beats(self) -> float:
