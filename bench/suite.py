@@ -177,8 +177,8 @@ def captioning_stage(args, models: dict, paths) -> tuple[dict, dict]:
     llm = {}
     for (name, b), recs in llm_records.items():
         key = "reference" if name == "reference" else f"{name}@bs{b}"
-        llm[key] = {"prefill_tokens_per_s": _median([x.get("prefill_tokens_per_s", 0) for x in recs]),
-                    "decode_tokens_per_s": _median([x.get("decode_tokens_per_s", 0) for x in recs])}
+        llm[key] = {f"{k}_tokens_per_s": round(_median([x.get(f"{k}_tokens_per_s", 0) for x in recs]), 2)
+                    for k in ("prefill", "decode")}
     ref = llm["reference"]
     for v in llm.values():
         for k in ("prefill", "decode"):

@@ -25,6 +25,7 @@ NEG = float("-inf")
 KEY_CONSTRAINTS = ("scale", "none")
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}   # minor: natural + raised 7th
 THIRDS = {"major": 4, "minor": 3}     # the mode-defining degree
+TONIC_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class Grammar:
             in_scale |= pc == d
         bias = torch.zeros(len(self.pitch_val))
         bias[is_pitch & ~in_scale] = NEG
-        bias[is_pitch & (pc == THIRDS[self.mode])] = triad_bias
+        for degree, w in ((0, TONIC_WEIGHT), (THIRDS[self.mode], 1.0)):
+            bias[is_pitch & (pc == degree)] = w * triad_bias
         return bias
 
     def done_beats(self) -> float:
