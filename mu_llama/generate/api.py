@@ -60,7 +60,9 @@ class Generation:
 def cut_piece(piece: Piece, seconds: float) -> Piece:
     """Notes starting before `seconds`, shortened to end by then."""
     end = seconds * piece.bpm / 60.0
-    notes = [Note(n.onset, min(n.duration, end - n.onset), n.pitch, n.velocity) for n in piece.notes if n.onset < end]
+    min_beats = 1.0 / 32                   # a sliver of a note would share its on/off tick in MIDI (a stuck note)
+    notes = [Note(n.onset, min(n.duration, end - n.onset), n.pitch, n.velocity) for n in piece.notes
+             if n.onset < end - min_beats]
     return Piece(notes, bpm=piece.bpm, meter=piece.meter, program=piece.program, key_tonic=piece.key_tonic,
                  mode=piece.mode)
 

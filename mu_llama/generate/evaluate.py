@@ -28,7 +28,7 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.generate.api import EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.sampling import SamplingOptions
-from mu_llama.generate.symbolic import piece_stats
+from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
 
 GRID_TEXT = "A short instrumental piece."
 
@@ -243,7 +243,7 @@ def write_examples(gen: EmbeddedGenerator, out_dir: Path, duration: float = 8.0)
                      "command": (f"mu-llama generate --text \"{text}\" --valence {vad.valence} --arousal {vad.arousal} "
                                  f"--dominance {vad.dominance} --seed {seed} --duration {duration:g} --out {name}.wav"),
                      "measured": {"estimated_vad": vad_from_wave(g.audio(), 22050).to_dict(),
-                                  "tempo_bpm": round(st["bpm"], 1), "key": f"{st['key_tonic']} {st['mode']}",
+                                  "tempo_bpm": round(st["bpm"], 1), "key": f"{PITCH_NAMES[st['key_tonic']]} {st['mode']}",
                                   "major_share": st["major_share"], "mean_velocity": round(st["mean_velocity"], 1),
                                   "program": st["program"], "notes": st["n_notes"]}})
     (out_dir / "prompts.json").write_text(json.dumps(meta, indent=1))

@@ -40,7 +40,7 @@ class SamplingOptions:
     # to its log-probability (the small LM favours open fifths, which leave the mode ambiguous). The LM learns
     # header -> key poorly at this size; this keeps its notes in the key and mode its header chose.
     key_constraint: str = "scale"   # "scale" | "none"
-    triad_bias: float = 1.0
+    triad_bias: float = 1.5
 
     def __post_init__(self):
         if self.key_constraint not in KEY_CONSTRAINTS:
@@ -191,7 +191,9 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
         lp = lp.masked_fill(~m, NEG)
         if opts.key_constraint == "scale" and gram.last_kind in ("POS", "VEL", "DUR"):
             if (bias := gram.pitch_bias(opts.triad_bias)) is not None:
-                lp = lp + bias
+                biased = lp + bias
+                if torch.isfinite(biased).any():      # e.g. after VEL only higher pitches are legal: maybe none in key
+                    lp = biased
         lp = lp / opts.temperature
         if opts.top_k:
             kth = torch.topk(lp, min(opts.top_k, int(m.sum()))).values[-1]

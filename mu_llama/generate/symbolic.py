@@ -171,9 +171,12 @@ def piece_to_midi(piece: Piece):
     pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, 0.0))
     inst = pretty_midi.Instrument(program=piece.program, name=pretty_midi.program_to_instrument_name(piece.program))
     spb = 60.0 / piece.bpm
+    min_s = 2.5 * 60.0 / (piece.bpm * 220)   # > 2 ticks at pretty_midi's 220 ticks per beat
     for n in sorted(piece.notes, key=lambda n: (n.onset, n.pitch)):
+        # a note whose on and off land on one tick is written off-before-on: it would never stop sounding
+        start = n.onset * spb
         inst.notes.append(pretty_midi.Note(velocity=int(n.velocity), pitch=int(n.pitch),
-                                           start=n.onset * spb, end=(n.onset + n.duration) * spb))
+                                           start=start, end=max(start + min_s, (n.onset + n.duration) * spb)))
     pm.instruments.append(inst)
     return pm
 

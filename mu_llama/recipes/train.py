@@ -574,13 +574,17 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
     train_clips, val_clips = _snapshot_clips(config, out)
     torch.manual_seed(config.seed)
     model = build_model(config)
-    cache, features = prepare_features(model, config, train_clips + val_clips)
-    if cache_only:
-        return cache.dir
-
     stream = ExampleStream(train_clips, config.seed, config.caption_share, config.description_share)
     val_examples = ExampleStream(val_clips, config.seed + 1, config.caption_share,
                                  config.description_share).take(0, config.val_examples)
+    # the data stream is known in advance: encode only the clips this run will visit (all of them once it passes
+    # an epoch), plus the validation clips it evaluates on
+    total = config.total_steps * config.batch_size * config.grad_accum
+    visited = {c.id for c in train_clips} if total >= len(train_clips) else {stream[p].clip for p in range(total)}
+    visited |= {e.clip for e in val_examples} | {c.id for c in val_clips[:config.val_generate]}
+    cache, features = prepare_features(model, config, [c for c in train_clips + val_clips if c.id in visited])
+    if cache_only:
+        return cache.dir
     val_ids = {c.id for c in val_clips}
     val_refs = [Reference.from_dict(r) for r in read_rows(config.corpus, config.val_split) if str(r["id"]) in val_ids]
 
