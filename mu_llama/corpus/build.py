@@ -189,7 +189,13 @@ def _worker(args: tuple[list[ClipSpec], BuildOptions]) -> list[tuple[str, dict]]
     specs, opts = args
     out = []
     for spec in specs:
-        rec = make_clip(spec, opts)
+        try:
+            rec = make_clip(spec, opts)
+        except Exception as e:  # one unrenderable score never kills the build: record it (so a rerun skips it), go on
+            rec = {"id": spec.clip_id, "failed": True, "errors": [f"{type(e).__name__}: {e}"]}
+            paths = clip_paths(Path(opts.out), spec.clip_id)
+            paths["dir"].mkdir(parents=True, exist_ok=True)
+            _atomic_write(paths["json"], lambda p, r=rec: p.write_text(json.dumps(r)))
         out.append(("failed" if rec.get("failed") else "built", rec))
     return out
 
