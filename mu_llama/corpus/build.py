@@ -312,7 +312,17 @@ def refresh_text(out: Path, recs: list[dict]) -> int:
 
 def assemble(out: Path, specs: list[ClipSpec] | None = None) -> dict:
     """Write manifests/<split>.jsonl, the DatasetDict under dataset/, and the licence table, from finished records
-    (captions and QA refreshed first, see refresh_text)."""
+    (captions and QA refreshed first, see refresh_text). An exclusive lock on OUT/.assemble.lock serialises two
+    builds or assemblies of the same folder (their clips are identical, but their outputs must not interleave)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _assemble_locked(out, specs)
+
+
+def _assemble_locked(out: Path, specs: list[ClipSpec] | None) -> dict:
     recs = finished_records(out, specs)
     refresh_text(out, recs)
     (out / "manifests").mkdir(parents=True, exist_ok=True)
@@ -384,7 +394,7 @@ def save_dataset(out: Path, recs: list[dict]) -> None:
         if len(ds):                      # datasets cannot reload a saved empty split: tiny builds may lack one
             dd[split] = ds
     target = out / "dataset"
-    tmp = out / ".dataset.tmp"
+    tmp = out / f".dataset.{os.getpid()}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     datasets.DatasetDict(dd).save_to_disk(str(tmp))

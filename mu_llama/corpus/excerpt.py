@@ -103,6 +103,8 @@ def render_work(rng: np.random.Generator, work: WorkRef) -> tuple[Performance, S
     seconds = float(rng.uniform(MIN_SECONDS + 0.5, MAX_SECONDS - TAIL - 0.4))
     ex = pick_excerpt(rng, data, bpm, seconds)
     num, den = data.time_sig_at(ex.start)
+    if den < 1 or den & (den - 1):                  # e.g. an encoding's 3/3: MIDI cannot store it
+        raise ExcerptError(f"{rel}: time signature {num}/{den} has no MIDI form")
 
     ranges = [(min(min(n.pitches) for n in p), max(max(n.pitches) for n in p)) for p in ex.parts]
     transpositions = [int(t) for t in rng.permutation(np.arange(-5, 7))]

@@ -99,7 +99,9 @@ def plan(clips: int, seed: int, collections: tuple[str, ...], styles: tuple[str,
         def accept_collection(k: int, c: str) -> bool:
             return fits[(style_of(k), c)]
 
-        for cid, c, cands, s in _stream(seed, 1, n_arr, arr_sources, "a", attempts=8, accept=accept,
+        # 40 candidates: the first that renders is used (chorales' meters are unknown before parsing, so a waltz may
+        # have to try many 4/4 chorales before a 3/4 one)
+        for cid, c, cands, s in _stream(seed, 1, n_arr, arr_sources, "a", attempts=40, accept=accept,
                                         accept_collection=accept_collection):
             specs.append(ClipSpec(cid, "arrange", c, cands, s, style_of(s[2])))
     return specs

@@ -105,6 +105,8 @@ def manifest_files(corpus: str | Path) -> list[tuple[Path, str]]:
         raise ConfigError(f"{corpus}: corpus not found (give a manifest .jsonl or a folder holding manifest.jsonl)")
     if (corpus / "manifest.jsonl").is_file():
         return [(corpus / "manifest.jsonl", "")]
+    if (corpus / "manifests").is_dir():  # a folder written by `mu-llama corpus build`
+        corpus = corpus / "manifests"
     split_files = sorted(corpus.glob("*.jsonl"))
     if not split_files:
         raise ConfigError(f"{corpus}: no manifest.jsonl or <split>.jsonl files in this folder")
