@@ -22,8 +22,6 @@ Ours: batched, audio of the next batch decoded on a prefetch thread while the mo
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import logging
 import os
@@ -57,11 +55,9 @@ def _peak_rss_mb() -> float:
 
 
 def _trim() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    from bench_llm import _trim as trim  # one copy of the malloc_trim helper
+
+    trim()
 
 
 def _setup(args):

@@ -106,16 +106,6 @@ def build_model(spec: str, *, role: str, quantize: str, device: str):
 
 def weights_mb(model) -> float:
     """Bytes of parameters + buffers (+ torch dynamic-int8 packed weights), tied tensors counted once."""
-    seen, total, alive = set(), 0, []
-    for module in model.modules():
-        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        packed = getattr(module, "_packed_params", None)
-        if packed is not None and hasattr(packed, "_weight_bias"):
-            tensors += [t for t in packed._weight_bias() if t is not None]
-        alive += tensors
-        for t in tensors:
-            key = (t.data_ptr(), t.numel())
-            if key not in seen:
-                seen.add(key)
-                total += t.numel() * t.element_size()
-    return total / 2**20
+    from bench_llm import _weights_mb  # sibling script (bench/ is on sys.path when the suite runs)
+
+    return _weights_mb(model)
