@@ -277,3 +277,14 @@ def test_qlora_stage2_trains_fp32_lora_on_a_4bit_base(setup):
     batch = collate(model, ExampleStream(clips, 0, 0.5, 0.2).take(0, 2), features, config.max_answer_tokens)
     (batch_loss_sum(model, batch) / batch.tokens).backward()
     assert all(p.grad is not None for n, p in params.items() if "lora_A" in n or "lora_B" in n)
+
+
+def test_init_from_starts_stage2_from_a_stage1_run(corpus, tmp_path):
+    s1 = train(tiny_config(corpus, tmp_path / "s1", stage1_steps=2, stage2_steps=0))
+    both = train(tiny_config(corpus, tmp_path / "s2", stage1_steps=0, stage2_steps=2, init_from=str(s1)))
+    a, b = load_file(str(s1 / "adapter.safetensors")), load_file(str(both / "adapter.safetensors"))
+    for k in a:
+        if k.startswith(("music_adapter.", "injection.")):  # stage 2 leaves the stage-1 adapter as it was
+            assert torch.equal(a[k], b[k])
+    lora = load_file(str(both / "adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())

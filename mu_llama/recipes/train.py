@@ -591,7 +591,8 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
     # --- fresh start or resume -------------------------------------------------------------------
     step, position, history, evals = 0, 0, [], []
     ckpt = latest_checkpoint(out)
-    stage = config.stage_at(0)
+    if ckpt is None and config.init_from:
+        load_trainable(model, Path(config.init_from))
     if ckpt is not None:
         state = json.loads((ckpt / STATE_FILE).read_text())
         step, position, history, evals = state["step"], state["position"], state["history"], state["evals"]

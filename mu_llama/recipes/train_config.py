@@ -42,6 +42,8 @@ class TrainConfig:
     out: str = "runs/mini"  # run folder: checkpoints/, final/, log.jsonl, curves.png
     model: dict = field(default_factory=lambda: json.loads(json.dumps(MINI_MODEL)))
     feature_cache: str | None = None  # None: <out>/../features (shared by runs over the same corpus + encoder)
+    init_from: str | None = None  # a checkpoint / model folder of the same architecture: its trainable weights start
+    #                               this run (fresh optimizer), e.g. stage 2 only (stage1_steps 0) after a stage-1 run
     train_split: str = "train"
     val_split: str = "validation"
     max_train_clips: int | None = None  # cap (smoke runs, tests)
