@@ -229,7 +229,9 @@ def test_real_size_layout_maps_on_meta_device():
 
 # --- failures: every key accounted for -----------------------------------------------------------------------
 def _edit_checkpoint(world, tmp_path, edit) -> Path:
-    raw = torch.load(world.ckpt, weights_only=False)  # our own test fixture
+    from mu_llama.convert.io import load_pth
+
+    raw = load_pth(world.ckpt)  # the same safe loader (weights_only=True + argparse.Namespace) the converter uses
     edit(raw["model"])
     path = tmp_path / "edited.pth"
     torch.save(raw, path)
