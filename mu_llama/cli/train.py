@@ -49,9 +49,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--predict", metavar="SPLIT", help="write predictions for a corpus split (for mu-llama eval)")
     g.add_argument("--model-dir", metavar="DIR", help="with --predict: the trained model folder")
     g.add_argument("--pred-out", metavar="FILE.jsonl", help="with --predict: output file")
-    g.add_argument("--qa", choices=("none", "factual", "all"), default="factual",
-                   help="with --predict: also answer the clips' questions (default: factual ones)")
-    g.add_argument("--limit", type=int, default=None, help="with --predict: first N clips of the split")
+    g.add_argument("--qa", choices=("none", "facts", "factual", "all"), default="facts",
+                   help="with --predict: also answer the clips' questions: facts = those scored as facts (default), "
+                        "factual = every non-description question, all")
+    g.add_argument("--limit", type=int, default=None,
+                   help="with --predict: N clips evenly spaced over the split's sorted ids")
     g.add_argument("--refs-out", metavar="DIR", help="with --predict: also write the scored rows (+ the train split, for "
                                                      "baselines) as DIR/<split>.jsonl: a fixed corpus for mu-llama eval")
     p.set_defaults(func=run)

@@ -176,7 +176,9 @@ def read_clips(corpus: str | Path, split: str, limit: int | None = None, ids: Se
     clips = clips_from_rows(rows, corpus_dirs(corpus)[1], complete)
     if not clips:
         raise ConfigError(f"{corpus}: no clips with captions in split {split!r}")
-    return clips[:limit] if limit else clips
+    if limit and limit < len(clips):  # evenly spaced over the sorted ids: every kind / collection stays represented
+        clips = [clips[i] for i in np.linspace(0, len(clips) - 1, limit).round().astype(int)]
+    return clips
 
 
 class ExampleStream:
@@ -409,15 +411,20 @@ def latest_checkpoint(out: Path) -> Path | None:
 # ================================================================================================ evaluation
 def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, qa: str = "factual",
             batch_size: int = 8, max_new_tokens: int = 112, progress: bool = False) -> list[dict]:
-    """Greedy caption (default caption question) + answers to the clips' questions -> prediction rows."""
+    """Greedy caption (default caption question) + answers to the clips' questions -> prediction rows.
+    qa: "none", "facts" (questions whose kind the harness scores as a fact), "factual" (every non-description
+    question) or "all"."""
     from tqdm import tqdm
 
     from mu_llama.decoding import DecodingOptions
 
     options = DecodingOptions(max_new_tokens=max_new_tokens)
-    jobs = [(c.id, CAPTION_QUESTION) for c in clips]
-    if qa != "none":
-        jobs += [(c.id, q) for c in clips for q, _, kind in c.qa if qa == "all" or kind != "description"]
+    from mu_llama.eval.facts_score import QA_KIND_TO_FACT
+
+    def wanted(kind: str) -> bool:
+        return qa == "all" or (qa == "factual" and kind != "description") or (qa == "facts" and kind in QA_KIND_TO_FACT)
+
+    jobs = [(c.id, CAPTION_QUESTION) for c in clips] + [(c.id, q) for c in clips for q, _, kind in c.qa if wanted(kind)]
     # similar prompt lengths together: less padding; results are keyed, so the order does not matter
     tok = model.tokenizer
     encoded = {q: encode_prompt(model.template, tok, q) for q in {q for _, q in jobs}}
@@ -729,7 +736,7 @@ def load_trained(directory: str | Path, options=None):
 
 
 def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_path: str | Path, *,
-                  qa: str = "factual", limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 112,
+                  qa: str = "facts", limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 112,
                   feature_cache: str | Path | None = None, device: str = "cpu", progress: bool = True,
                   refs_out: str | Path | None = None) -> Path:
     """Predictions JSONL for `mu-llama eval --pred`: a caption (+ answers) per clip of a corpus split, from cached

@@ -21,7 +21,7 @@ from mu_llama.errors import ConfigError, choice_error
 
 AMP_MODES = ("auto", "none", "bf16")  # auto: bf16 autocast on CUDA, fp32 on CPU
 QUANTIZE = ("none", "8bit", "4bit")  # 4bit = QLoRA (bitsandbytes NF4 base weights)
-QA_EVAL = ("none", "factual", "all")
+QA_EVAL = ("none", "facts", "factual", "all")
 
 # The default model's architecture (mu-llama-mini): SmolLM2-135M (hidden 576, 30 layers) with a 2-block bridge of
 # width 576 (SwiGLU 1152) and LoRA rank 8 on the attention projections: ~4.2 M adapter + ~0.9 M LoRA parameters.
@@ -46,7 +46,7 @@ class TrainConfig:
     #                               this run (fresh optimizer), e.g. stage 2 only (stage1_steps 0) after a stage-1 run
     train_split: str = "train"
     val_split: str = "validation"
-    max_train_clips: int | None = None  # cap (smoke runs, tests)
+    max_train_clips: int | None = None  # cap: this many clips evenly spaced over the sorted ids (smoke runs, tests)
     # stages and optimisation
     stage1_steps: int = 300
     stage2_steps: int = 100
@@ -68,7 +68,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     val_examples: int = 64  # teacher-forced validation loss on this many fixed validation examples
     val_generate: int = 16  # greedy captions for this many validation clips, scored with mu_llama.eval
-    val_qa: str = "factual"  # also answer the sample clips' factual questions ("none" | "factual" | "all")
+    val_qa: str = "facts"  # also answer the sample clips' questions: "none" | "facts" | "factual" | "all" (see predict)
     gen_max_new_tokens: int = 128
     # runtime
     device: str = "cpu"
