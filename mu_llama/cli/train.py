@@ -15,10 +15,24 @@ import json
 import sys
 
 # flag -> TrainConfig field (None defaults: only given flags override the YAML)
-FLAGS = {
-    "corpus": str, "out": str, "feature_cache": str, "stage1_steps": int, "stage2_steps": int, "batch_size": int,
-    "grad_accum": int, "lr1": float, "lr2": float, "warmup": int, "checkpoint_every": int, "val_generate": int,
-    "max_train_clips": int, "device": str, "threads": int, "seed": int, "stop_after": int,
+FLAGS: dict[str, tuple[type, str]] = {
+    "corpus": (str, "corpus folder (manifests/<split>.jsonl) [data/corpus]"),
+    "out": (str, "run folder: checkpoints/, final/, log.jsonl, curves.png [runs/mini]"),
+    "feature_cache": (str, "feature cache root [<out>/../features]"),
+    "stage1_steps": (int, "optimizer steps of stage 1 (adapter, prefix, gates)"),
+    "stage2_steps": (int, "optimizer steps of stage 2 (LoRA + bias/norm)"),
+    "batch_size": (int, "examples per micro-batch"),
+    "grad_accum": (int, "micro-batches per optimizer step"),
+    "lr1": (float, "stage 1 peak learning rate"),
+    "lr2": (float, "stage 2 peak learning rate"),
+    "warmup": (int, "warmup steps at the start of each stage"),
+    "checkpoint_every": (int, "checkpoint + validation every N steps"),
+    "val_generate": (int, "validation clips captioned and scored at each checkpoint"),
+    "max_train_clips": (int, "use N train clips (evenly spaced over the ids)"),
+    "device": (str, "cpu, cuda or cuda:N"),
+    "threads": (int, "torch CPU threads (1 on a shared CPU)"),
+    "seed": (int, "data order / example sampling seed"),
+    "stop_after": (int, "stop (checkpointed) after this step; rerun to resume"),
 }
 
 
@@ -31,8 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "gates; stage 2 LoRA (+ bias/norm tuning). Frozen-encoder features are cached first. Rerun the "
                     "same command to resume from the last checkpoint.")
     p.add_argument("--config", metavar="YAML", help="training config (e.g. mu_llama/recipes/configs/mini.yaml)")
-    for name, typ in FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    for name, (typ, text) in FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None, help=text)
     p.add_argument("--encoder", default=None, help="encoder spec (model.encoder): a MERT folder, hub id, random:tiny")
     p.add_argument("--llm", default=None, help="base LLM spec (model.llm), default smollm2-135m-instruct")
     p.add_argument("--amp", choices=AMP_MODES, default=None, help="auto: bf16 autocast on CUDA, fp32 on CPU")
