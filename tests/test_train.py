@@ -288,3 +288,17 @@ def test_init_from_starts_stage2_from_a_stage1_run(corpus, tmp_path):
             assert torch.equal(a[k], b[k])
     lora = load_file(str(both / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())
+
+
+def test_sharded_predictions_equal_one_process(corpus, tmp_path):
+    from mu_llama.recipes.train import predict_split
+
+    run = train(tiny_config(corpus, tmp_path / "run", stage1_steps=1, stage2_steps=1))
+    kw = dict(qa="facts", feature_cache=tmp_path / "feats", progress=False, max_new_tokens=4)
+    whole = predict_split(run, corpus, "validation", tmp_path / "all.jsonl", **kw)
+    parts = [predict_split(run, corpus, "validation", tmp_path / f"p{k}.jsonl", shard=(k, 2), **kw) for k in (0, 1)]
+    rows = lambda p: [json.loads(x) for x in p.read_text().splitlines()]  # noqa: E731
+    merged = sorted(rows(parts[0]) + rows(parts[1]), key=lambda r: r["id"])
+    assert [r["id"] for r in rows(parts[0])] == ["v000", "v002"] and merged == rows(whole)
+    with pytest.raises(ConfigError, match="shard"):
+        predict_split(run, corpus, "validation", tmp_path / "x.jsonl", shard=(2, 2), **kw)

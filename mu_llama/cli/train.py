@@ -68,6 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "factual = every non-description question, all")
     g.add_argument("--limit", type=int, default=None,
                    help="with --predict: N clips evenly spaced over the split's sorted ids")
+    g.add_argument("--shard", metavar="K/N", default="0/1",
+                   help="with --predict: only clips K, K+N, ... (run N processes, one per core, after a 0/1 run "
+                        "with --qa none has filled the feature cache)")
     g.add_argument("--refs-out", metavar="DIR", help="with --predict: also write the scored rows (+ the train split, for "
                                                      "baselines) as DIR/<split>.jsonl: a fixed corpus for mu-llama eval")
     p.set_defaults(func=run)
@@ -86,6 +89,16 @@ def resolve_from_args(args):
         key, value = parse_assignment(text)
         overrides[key] = value
     return resolve_config(args.config, overrides)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    from mu_llama.errors import ConfigError
+
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"invalid --shard {text!r}: expected K/N, e.g. 0/2") from None
+    return k, n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         path = predict_split(args.model_dir, args.corpus or "data/corpus", args.predict, args.pred_out, qa=args.qa,
                              limit=args.limit, feature_cache=args.feature_cache, device=args.device or "cpu",
-                             batch_size=args.batch_size or 8, progress=not args.no_progress, refs_out=args.refs_out)
+                             batch_size=args.batch_size or 8, progress=not args.no_progress, refs_out=args.refs_out,
+                             shard=parse_shard(args.shard))
         print(f"predictions written to {path}", file=sys.stderr)
         return 0
     config = resolve_from_args(args)

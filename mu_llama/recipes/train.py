@@ -738,17 +738,23 @@ def load_trained(directory: str | Path, options=None):
 def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_path: str | Path, *,
                   qa: str = "facts", limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 112,
                   feature_cache: str | Path | None = None, device: str = "cpu", progress: bool = True,
-                  refs_out: str | Path | None = None) -> Path:
+                  refs_out: str | Path | None = None, shard: tuple[int, int] = (0, 1)) -> Path:
     """Predictions JSONL for `mu-llama eval --pred`: a caption (+ answers) per clip of a corpus split, from cached
-    encoder features (the cache is filled for the split first; resumable)."""
+    encoder features (the cache is filled for the split first; resumable). shard=(k, n) predicts clips k, k+n, ...
+    only (n processes share a CPU; fill the cache once with shard (0, 1) and qa="none" first, or the writers race)."""
     from mu_llama.eval.data import Prediction, write_predictions
     from mu_llama.llm import LLMOptions
 
     model = load_trained(model_dir, LLMOptions(device=device))
+    k, n = shard
+    if not 0 <= k < n:
+        raise ConfigError(f"invalid shard {k}/{n}: need 0 <= K < N")
     clips = read_clips(corpus, split, limit)
     root = Path(feature_cache) if feature_cache else Path(model_dir).parent / "features"
     cache = open_cache(model, root)
-    cache.build(model, [(c.id, c.audio) for c in clips], batch_size=batch_size, progress=progress)
+    if n == 1:
+        cache.build(model, [(c.id, c.audio) for c in clips], batch_size=batch_size, progress=progress)
+    clips = clips[k::n]
     rows = predict(model, clips, cache.load([c.id for c in clips]), qa=qa, batch_size=batch_size,
                    max_new_tokens=max_new_tokens, progress=progress)
     if refs_out is not None:
