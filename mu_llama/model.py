@@ -461,6 +461,13 @@ MODELS: dict[str, ModelEntry] = {
         config=MuLlamaConfig(encoder="random:tiny", llm=SMOLLM2, injection_layers=20)),
     "mu-llama-mini": ModelEntry("MERT + SmolLM2-135M-Instruct music captioner trained by mu-llama",
                                 checkpoint="mu-llama-mini"),
+    # MU-LLaMA's full size from the hub (needs access to both repos). Its adapter starts untrained: train it with
+    # `mu-llama train --set model.encoder=m-a-p/MERT-v1-330M --set model.llm=meta-llama/Llama-2-7b-hf`, or load
+    # MU-LLaMA's released weights through `mu-llama convert mullama` (a directory for --model).
+    "untrained:mert330m-llama2-7b": ModelEntry(
+        "full-size configuration: MERT-v1-330M + LLaMA-2-7B from the hub, fresh adapter (train or convert it)",
+        config=MuLlamaConfig(encoder="m-a-p/MERT-v1-330M", llm="meta-llama/Llama-2-7b-hf", injection_layers=20,
+                             lora=LoraOptions())),
 }
 DEFAULT_MODEL = "mu-llama-mini"
 

@@ -302,6 +302,18 @@ def test_registry_names():
         load_model("no-such-model")
 
 
+def test_full_size_entry_names_hub_repos_and_fails_in_one_line_offline(monkeypatch):
+    from mu_llama.model import MODELS
+
+    cfg = MODELS["untrained:mert330m-llama2-7b"].config
+    assert (cfg.encoder, cfg.llm, cfg.injection_layers) == ("m-a-p/MERT-v1-330M", "meta-llama/Llama-2-7b-hf", 20)
+    assert cfg.lora is not None and "q_proj" in cfg.lora.targets
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: a clear error naming the repo, not a traceback
+    with pytest.raises((ConfigError, CheckpointError)) as err:
+        load_model("untrained:mert330m-llama2-7b")
+    assert "\n" not in str(err.value) and ("Llama-2-7b" in str(err.value) or "MERT-v1-330M" in str(err.value))
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_caption_cli_records_bad_files(saved, tmp_path, capsys):
     from mu_llama.cli.main import main
