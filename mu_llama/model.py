@@ -381,7 +381,7 @@ class MuLlama(nn.Module):
                         encoder: nn.Module | None = None, llm=None) -> MuLlama:
         """Load a save_pretrained directory: base parts by spec (or the given encoder / (llm, tokenizer))."""
         directory = Path(directory)
-        config = read_config(directory)
+        config = _resolve_bundled_parts(read_config(directory), directory)
         options = options or LLMOptions()
         if encoder is None and llm is None:
             model = cls.build(config, options, where=str(directory), quantize_now=False)
@@ -420,6 +420,16 @@ def read_config(directory: Path) -> MuLlamaConfig:
         raise CheckpointError(path, f"not a {FORMAT} v{FORMAT_VERSION} config (format={body.get('format')!r}, "
                                     f"version={body.get('format_version')!r})")
     return MuLlamaConfig.from_dict(body["config"])
+
+
+def _resolve_bundled_parts(config: MuLlamaConfig, directory: Path) -> MuLlamaConfig:
+    """A relative encoder / LLM spec that names a sub-folder of the model folder (mu-llama-mini ships its encoder as
+    ./encoder) resolves against that folder, wherever the folder was copied to; other specs stay as they are."""
+    from dataclasses import replace
+
+    found = {name: str(directory / spec) for name in ("encoder", "llm")
+             if not Path(spec := str(getattr(config, name))).is_absolute() and (directory / spec).is_dir()}
+    return replace(config, **found) if found else config
 
 
 def _check_keys(path: Path, saved: dict[str, Tensor], target: dict[str, Tensor]) -> None:
@@ -472,7 +482,7 @@ MODELS: dict[str, ModelEntry] = {
 DEFAULT_MODEL = "mu-llama-mini"
 
 
-def load_model(name_or_path: str | Path, options: LLMOptions | None = None) -> MuLlama:
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, options: LLMOptions | None = None) -> MuLlama:
     """A registry name (MODELS) or a save_pretrained directory -> MuLlama."""
     spec = str(name_or_path)
     path = Path(spec).expanduser()

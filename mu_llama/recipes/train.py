@@ -718,21 +718,10 @@ def export_model(run_dir: str | Path, dest: str | Path, encoder_dir: str | Path 
 
 
 def load_trained(directory: str | Path, options=None):
-    """MuLlama.from_pretrained, resolving an encoder / LLM spec given relative to the model folder (export_model)."""
-    from mu_llama.encoders import EncoderOptions, load_encoder
-    from mu_llama.llm import LLMOptions, load_llm
-    from mu_llama.model import MuLlama, read_config
+    """MuLlama.from_pretrained (which resolves an encoder bundled as a sub-folder, as export_model writes it)."""
+    from mu_llama.model import MuLlama
 
-    directory = Path(directory)
-    config = read_config(directory)
-    local = directory / str(config.encoder)
-    if Path(str(config.encoder)).is_absolute() or not local.is_dir():
-        return MuLlama.from_pretrained(directory, options)
-    options = options or LLMOptions()
-    llm = load_llm(config.llm, options)
-    enc_device = str(llm[0].get_input_embeddings().weight.device)
-    encoder = load_encoder(local, EncoderOptions(device=enc_device, dtype=config.encoder_dtype), seed=config.encoder_seed)
-    return MuLlama.from_pretrained(directory, options, encoder=encoder, llm=llm)
+    return MuLlama.from_pretrained(directory, options)
 
 
 def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_path: str | Path, *,
