@@ -9,14 +9,18 @@ Stages: decode + resample (audio s per s); encoder real-time factor (random MERT
 decode tokens/s; captioning throughput (clips/s) per quantization mode (none, bnb 8bit, bnb 4bit NF4, torch int8
 dynamic on CPU) at batch sizes 1/4/16 (+64 on GPU); peak memory per configuration in a child process (RSS; on CUDA
 also torch.cuda.max_memory_allocated); a profile of one caption batch (stage breakdown + torch.profiler ops);
-quality kept per mode (mu_llama.eval on N test clips once the trained "mu-llama-mini" is installed, else "pending").
+quality kept per mode (--quality N: mu_llama.eval fact accuracy + caption metrics of the default model
+"mu-llama-mini" on N evenly spaced clips of the corpus test split, every mode vs unquantized; "pending" when the
+model or the corpus is missing).
 
 Reference (MU-LLaMA's way): same weights, batch size 1, fp32 on CPU / fp16 LLM + fp32 encoder on GPU, no
 quantization, whole-model sequential (decode, encode, generate per clip; no prefetch, no bucketing). Every
 throughput figure is reported as a ratio to it. Configurations are timed round-robin (--runs rounds, medians) so
 machine-load drift hits all alike; CPU runs use --threads torch threads (default 1). Generation is fixed-length
 (min_new_tokens = max_new_tokens) so every configuration does identical work.
-Ours: batched, audio of the next batch decoded on a prefetch thread while the model runs.
+Ours: the library's own pipeline (mu_llama.tasks.caption over all paths): batched, with decode worker threads
+prefetching audio up to two batches ahead while the model runs. "decode wait" is the model thread's time in
+mu_llama.tasks._load_batch (the first batch's fill included); the workers' own decode time is overlapped work.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))  # sibling modules (suite_models, suite_stages, bench_label) when run from anywhere
 
 KEYS = ("meta", "audio", "encoder", "captioning", "llm", "memory", "profile", "quality", "targets")
@@ -88,25 +92,12 @@ def _sync(args):
 
 
 # --- captioning runners -------------------------------------------------------------------------------------
-def run_ours(model, paths, batch_size: int, options, timer) -> list[str]:
-    """Batched captioning with the next batch's audio decoded on a prefetch thread; the main thread's wait
-    for decoded audio is timed as stage "audio"."""
-    from mu_llama.tasks import (  # the unwrapped load_input: the thread must not touch the timer
-        caption,
-        load_input,
-    )
+def run_ours(model, paths, batch_size: int, options) -> list[str]:
+    """What a user gets: mu_llama.tasks.caption over every path (batched; decode workers prefetch audio up to two
+    batches ahead). The StageTimer times the model thread's waits in tasks._load_batch as stage "audio"."""
+    from mu_llama.tasks import caption
 
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    out: list[str] = []
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(lambda b: [load_input(model, p) for p in b], batches[0])
-        for i in range(len(batches)):
-            with timer.stage("audio"):
-                waves = future.result()
-            if i + 1 < len(batches):
-                future = pool.submit(lambda b: [load_input(model, p) for p in b], batches[i + 1])
-            out += caption(model, waves, options, batch_size=len(waves))
-    return out
+    return caption(model, list(paths), options, batch_size=batch_size)
 
 
 def run_reference(model, paths, options) -> list[str]:
@@ -128,7 +119,7 @@ def timed_run(args, model, paths, batch_size: int | None, sync_stages: bool) -> 
         if batch_size is None:
             run_reference(model, paths, options)
         else:
-            run_ours(model, paths, batch_size, options, timer)
+            run_ours(model, paths, batch_size, options)
         _sync(args)
         wall = time.perf_counter() - t0
     return timer.breakdown(wall)
@@ -163,6 +154,8 @@ def captioning_stage(args, models: dict, paths) -> tuple[dict, dict]:
         cps = _median([n / x["wall_s"] for x in recs])
         return {"clips_per_s": round(cps, 4), "ratio_to_reference": round(cps / ref_cps, 3),
                 "decode_wait_share": round(_median([x["share"]["audio"] for x in recs]), 4),
+                "decode_wait_after_first_batch_share": round(_median(
+                    [x["audio_after_first_batch_s"] / x["wall_s"] for x in recs]), 4),
                 "runs_clips_per_s": [round(n / x["wall_s"], 4) for x in recs]}
 
     captioning = {"clips": n, "new_tokens_per_clip": args.new_tokens, "clip_seconds": args.seconds,
@@ -198,8 +191,7 @@ def memory_child(args) -> dict:
     if role == "reference":
         run_reference(model, paths, _decoding(args))
     else:
-        from suite_stages import StageTimer
-        run_ours(model, paths, int(bs), _decoding(args), StageTimer())
+        run_ours(model, paths, int(bs), _decoding(args))
     _trim()
     out = {"role": role, "mode": mode, "batch_size": int(bs), "weights_mb": round(weights_mb(model), 1),
            "rss_after_imports_mb": round(base, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -264,40 +256,95 @@ def _quality_model_installed() -> bool:
     return any((root / ck / CONFIG_FILE).is_file() for root in (models_dir(), cache_dir() / "models"))
 
 
-def _test_clips(corpus: Path, n: int) -> list[tuple[str, Path]]:
-    """(id, audio path) of the first n test-split rows of a corpus manifest (rows carry "audio" or "path")."""
+def _corpus_root(manifest: Path) -> Path:
+    """Rows' "audio" paths are relative to the corpus folder (the parent of manifests/)."""
+    return manifest.parent.parent if manifest.parent.name == "manifests" else manifest.parent
+
+
+def quality_clips(corpus: Path, n: int) -> list[tuple[str, Path]]:
+    """(id, audio path) of n evenly spaced rows (in id order) of the corpus test split: a fixed subset that does
+    not depend on the manifest's row order."""
     from mu_llama.eval.data import manifest_files
 
-    found = []
+    rows = []
     for manifest, default in manifest_files(corpus):
         for line in manifest.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
             audio = row.get("audio") or row.get("path")
             if row.get("split", default) == "test" and audio:
-                found.append((str(row["id"]), (manifest.parent / audio)))
-    return found[:n]
+                rows.append((str(row["id"]), _corpus_root(manifest) / audio))
+    rows.sort()
+    n = min(n, len(rows))
+    return [rows[(i * len(rows)) // n] for i in range(n)] if n else []
+
+
+def _quality_summary(report) -> dict:
+    """Caption metrics + fact accuracy (missing facts count as wrong) of one eval report."""
+    d = json.loads(json.dumps(report.to_dict(), default=str))
+    facts = d["facts"].get("caption", {})
+    overall, family = facts.get("overall", {}), facts.get("family_set", {})
+    return {"caption": d["scores"].get("caption", {}), "fact_accuracy": overall.get("accuracy"),
+            "fact_accuracy_when_stated": overall.get("accuracy_when_stated"), "fact_stated_rate":
+            overall.get("stated_rate"), "family_f1": family.get("f1"),
+            "per_fact_accuracy": {k: v["accuracy"] for k, v in facts.get("facts", {}).items()}}
 
 
 def quality_stage(args, modes) -> dict:
+    """mu-llama-mini under every quantization mode on the same fixed test clips (greedy), scored by mu_llama.eval;
+    each figure also as a difference to the unquantized model, plus how many captions came out identical."""
+    base = {"model": QUALITY_MODEL, "modes": list(modes)}
+    if args.quality < 1:
+        return {"status": "off", "reason": "--quality 0", **base}
     if not _quality_model_installed():
-        return {"status": "pending", "reason": f"{QUALITY_MODEL!r} is not installed yet", "modes": list(modes)}
-    if args.quality_corpus is None:
-        return {"status": "pending", "reason": "no --quality-corpus given", "modes": list(modes)}
+        return {"status": "pending", "reason": f"{QUALITY_MODEL!r} is not installed yet", **base}
+    if not args.quality_corpus.exists():
+        return {"status": "pending", "reason": f"corpus {args.quality_corpus} not found (mu-llama corpus build)",
+                **base}
     from suite_models import build_model
 
+    from mu_llama.decoding import DecodingOptions
     from mu_llama.eval import Prediction, evaluate, load_references
+    from mu_llama.eval.embedding import get_encoder
     from mu_llama.tasks import caption
 
-    clips = _test_clips(args.quality_corpus, args.quality_clips)
-    refs = [r for r in load_references(args.quality_corpus, split="test") if r.id in {i for i, _ in clips}]
-    result: dict = {"status": "done", "model": QUALITY_MODEL, "clips": len(clips), "modes": {}}
-    for mode in modes:
-        model = build_model(QUALITY_MODEL, role="ours", quantize=mode, device=args.device)
-        caps = caption(model, [p for _, p in clips], batch_size=max(args.batch_sizes))
-        report = evaluate([Prediction(i, c) for (i, _), c in zip(clips, caps, strict=True)], refs)
-        result["modes"][mode] = json.loads(json.dumps(report.to_dict()["scores"], default=str))
+    clips = quality_clips(args.quality_corpus, args.quality)
+    ids = {i for i, _ in clips}
+    refs = [r for r in load_references(args.quality_corpus, split="test") if r.id in ids]
+    options = DecodingOptions(max_new_tokens=args.quality_tokens)  # greedy: identical work for every mode
+    encoder = get_encoder()  # MiniLM for the embedding metric, loaded once
+    bs = min(16, len(clips))
+    result: dict = {"status": "done", **base, "clips": len(clips), "ids": [i for i, _ in clips],
+                    "corpus": str(args.quality_corpus), "max_new_tokens": args.quality_tokens, "batch_size": bs,
+                    "results": {}, "errors": {}}
+    captions: dict[str, list[str]] = {}
+    for mode in ["none", *[m for m in modes if m != "none"]]:  # unquantized first: the baseline
+        try:
+            model = build_model(QUALITY_MODEL, role="ours", quantize=mode, device=args.device)
+        except Exception as e:  # noqa: BLE001  e.g. no bitsandbytes backend for this device: report, keep going
+            result["errors"][mode] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            continue
+        t0 = time.perf_counter()
+        captions[mode] = caption(model, [p for _, p in clips], options, batch_size=bs)
+        seconds = time.perf_counter() - t0
         del model
+        _trim()
+        report = evaluate([Prediction(i, c) for (i, _), c in zip(clips, captions[mode], strict=True)], refs,
+                          encoder=encoder, name=mode)
+        result["results"][mode] = {**_quality_summary(report), "caption_seconds": round(seconds, 2)}
+        print(f"quality {mode}: fact accuracy {result['results'][mode]['fact_accuracy']}", file=sys.stderr)
+    ref = result["results"].get("none")
+    for mode, r in result["results"].items():
+        if ref is None or mode == "none":
+            continue
+        r["delta_vs_none"] = {k: _diff(r["caption"].get(k), v) for k, v in ref["caption"].items()}
+        r["delta_vs_none"]["fact_accuracy"] = _diff(r["fact_accuracy"], ref["fact_accuracy"])
+        r["identical_captions_vs_none"] = sum(a == b for a, b in zip(captions[mode], captions["none"]))
+    result["captions"] = {m: {i: c for (i, _), c in zip(clips, v)} for m, v in captions.items()}
     return result
+
+
+def _diff(a, b):
+    return None if a is None or b is None else round(a - b, 4)
 
 
 # --- report --------------------------------------------------------------------------------------------------
@@ -331,14 +378,16 @@ def markdown(res: dict) -> str:
     cap = res["captioning"]
     L += [(f"## Captioning ({cap['clips']} clips of {cap['clip_seconds']:g} s, {cap['new_tokens_per_clip']} new "
           "tokens each)"), "",
-          "| configuration | batch | clips/s | x reference | decode wait | prefill tok/s | decode tok/s | peak mem MB |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
+          ("| configuration | batch | clips/s | x reference | decode wait | wait after 1st batch | prefill tok/s | "
+           "decode tok/s | peak mem MB |"),
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mem_key = "cuda_max_allocated_mb" if m["device"].startswith("cuda") else "peak_rss_mb"
 
     def row(label, b, s, llm, mem):
         f = lambda v: "" if v is None else v
         L.append(f"| {label} | {b} | {s['clips_per_s']} | {s['ratio_to_reference']} | "
-                 f"{100 * s['decode_wait_share']:.1f}% | {f((llm or {}).get('prefill_tokens_per_s'))} | "
+                 f"{100 * s['decode_wait_share']:.1f}% | {100 * s['decode_wait_after_first_batch_share']:.1f}% | "
+                 f"{f((llm or {}).get('prefill_tokens_per_s'))} | "
                  f"{f((llm or {}).get('decode_tokens_per_s'))} | {f((mem or {}).get(mem_key, (mem or {}).get('error')))} |")
 
     row("reference (MU-LLaMA style)", 1, cap["reference"], res["llm"].get("reference"), res["memory"].get("reference"))
@@ -363,6 +412,7 @@ def markdown(res: dict) -> str:
           f"{p['wall_s']:.2f} s; ops table in {p['ops_table']})"), "", "| stage | seconds | share |", "|---|---:|---:|"]
     for k, v in p["seconds"].items():
         L.append(f"| {k} | {v:.3f} | {100 * p['share'][k]:.1f}% |")
+    L += ["", f"What we changed because of it: {CHANGES}"]
     t = res["targets"]
     L += ["", "## Targets", "", (f"- throughput ({t['primary_mode']}, best batch {t['best_batch_size']}) "
           f"{t['throughput_ratio_to_reference']}x reference (target >= {t['throughput_target']}x): "
@@ -372,9 +422,44 @@ def markdown(res: dict) -> str:
     if "memory_ok" in t:
         L.append(f"- GPU memory at batch 1 {t['memory_bs1_mb']} MB (target <= 8192): "
                  f"{'met' if t['memory_ok'] else 'NOT met'}")
-    q = res["quality"]
-    L += ["", f"## Quality per quantization mode: {q['status']}" + (f" ({q['reason']})" if "reason" in q else ""), ""]
-    return "\n".join(L)
+    L += quality_markdown(res["quality"])
+    return "\n".join(L) + "\n"
+
+
+CHANGES = ("Decode wait was measured wrong and the pipeline under-overlapped: the old runner's prefetch thread called "
+           "the timer-wrapped load_input, so its background decode time (stretched by CPU contention) was booked as "
+           "the model thread's wait (up to 20% at batch 1), and it prefetched one batch on one thread. Now "
+           "mu_llama.tasks.ask itself decodes on 2 worker threads up to 2 batches ahead (soundfile/soxr release the "
+           "GIL; the first batch is decoded in parallel), the suite runs that library pipeline, and only the model "
+           "thread's wait in tasks._load_batch counts, first-batch fill included.")
+
+
+def quality_markdown(q: dict) -> list[str]:
+    head = f"## Quality per quantization mode ({q['model']})"
+    if q["status"] != "done":
+        return ["", f"{head}: {q['status']} ({q['reason']})", ""]
+    L = ["", head, "", (f"{q['clips']} evenly spaced clips of the {q['corpus']} test split, greedy, at most "
+         f"{q['max_new_tokens']} new tokens, batch {q['batch_size']}; mu_llama.eval standard metrics; "
+         "fact accuracy counts unstated facts as wrong; (+/-x) = difference to unquantized."), ""]
+    metrics = [k for k in ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f", "sentence_cosine")
+               if any(k in r["caption"] for r in q["results"].values())]
+    L += ["| mode | fact accuracy | family F1 | " + " | ".join(metrics) + " | identical captions | caption s |",
+          "|---|" + "---:|" * (len(metrics) + 4)]
+
+    def cell(r, key, value):
+        d = r.get("delta_vs_none", {}).get(key)
+        v = "" if value is None else f"{value:.3f}"
+        return v + (f" ({d:+.3f})" if d is not None else "")
+
+    for mode, r in q["results"].items():
+        same = "baseline" if mode == "none" else f"{r.get('identical_captions_vs_none')}/{q['clips']}"
+        L.append(f"| {mode} | {cell(r, 'fact_accuracy', r['fact_accuracy'])} | "
+                 f"{'' if r['family_f1'] is None else format(r['family_f1'], '.3f')} | "
+                 + " | ".join(cell(r, k, r["caption"].get(k)) for k in metrics)
+                 + f" | {same} | {r['caption_seconds']} |")
+    if q.get("errors"):
+        L += ["", "Modes that could not run: " + "; ".join(f"{k}: {v}" for k, v in q["errors"].items())]
+    return L
 
 
 # --- main ------------------------------------------------------------------------------------------------------
@@ -382,8 +467,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--model", default=None,
-                   help="default: untrained:smollm2 on CPU (until mu-llama-mini exists), random:7b on CUDA "
-                        "(MERT-330M + LLaMA-2-7B shapes), random:tiny with --smoke")
+                   help=f"default: {QUALITY_MODEL} on CPU (untrained:smollm2 until it is installed), random:7b on "
+                        "CUDA (MERT-330M + LLaMA-2-7B shapes), random:tiny with --smoke")
     p.add_argument("--modes", default=None, help="comma list of quantization modes (default: all for the device)")
     p.add_argument("--primary", default=None, help="mode the targets are checked on (default: none CPU, 4bit CUDA)")
     p.add_argument("--batch-sizes", default=None, help="comma list (default 1,4,16; 1,4,16,64 on CUDA)")
@@ -395,8 +480,12 @@ def parse_args(argv):
     p.add_argument("--new-tokens", type=int, default=None, help="fixed generated length (default 16; 4 smoke)")
     p.add_argument("--runs", type=int, default=None, help="round-robin rounds (default 3; 1 smoke)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--quality-corpus", type=Path, default=None, help="corpus for the quality stage")
-    p.add_argument("--quality-clips", type=int, default=20)
+    p.add_argument("--quality", type=int, default=None, metavar="N",
+                   help=f"quality stage: {QUALITY_MODEL} on N evenly spaced test clips per mode (default 32; 0 = "
+                        "off, the default with --smoke)")
+    p.add_argument("--quality-corpus", type=Path, default=ROOT / "data" / "corpus",
+                   help="corpus folder or manifest for the quality stage (default data/corpus)")
+    p.add_argument("--quality-tokens", type=int, default=96, help="max new tokens per quality caption (greedy)")
     p.add_argument("--smoke", action="store_true", help="tiny random models, 1 run: checks every code path fast")
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -405,7 +494,9 @@ def parse_args(argv):
     cuda = _cuda(args)
     ints = lambda s: [int(x) for x in s.split(",")]
     s = args.smoke
-    args.model = args.model or ("random:tiny" if s else "random:7b" if cuda else "untrained:smollm2")
+    args.model = args.model or ("random:tiny" if s else "random:7b" if cuda else
+                                 QUALITY_MODEL if _quality_model_installed() else "untrained:smollm2")
+    args.quality = (0 if s else 32) if args.quality is None else args.quality
     args.modes = args.modes.split(",") if args.modes else list(CUDA_MODES if cuda else CPU_MODES)
     args.primary = args.primary or ("4bit" if cuda else "none")
     args.batch_sizes = ints(args.batch_sizes) if args.batch_sizes else ([1, 4] if s else [1, 4, 16, 64] if cuda

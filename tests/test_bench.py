@@ -26,9 +26,11 @@ def test_cli_finds_suite_and_forwards_options(tmp_path):
         bench_cli.find_suite(str(tmp_path))
     parser = argparse.ArgumentParser()
     bench_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", "--smoke", "--modes", "none", "--batch-sizes", "1,2", "--runs", "2"])
+    args = parser.parse_args(["bench", "--smoke", "--modes", "none", "--batch-sizes", "1,2", "--runs", "2",
+                              "--quality", "0"])
     argv = bench_cli.suite_argv(args)
     assert argv[argv.index("--modes") + 1] == "none" and argv[argv.index("--batch-sizes") + 1] == "1,2"
+    assert argv[argv.index("--quality") + 1] == "0"
     assert "--smoke" in argv and "--model" not in argv  # unset options are left to the suite's defaults
 
 
@@ -54,13 +56,16 @@ def test_smoke_suite_writes_valid_results(tmp_path):
     assert {"reference", "none@bs1", "none@bs2"} <= set(res["llm"])
     for key in ("reference", "none@bs1", "int8-dynamic@bs1"):
         assert res["memory"][key]["peak_rss_mb"] > 0, res["memory"][key]
+    assert res["quality"]["status"] == "off"  # --smoke leaves the quality stage off
+    for per_bs in cap["modes"].values():
+        for s in per_bs.values():
+            assert 0 <= s["decode_wait_after_first_batch_share"] <= s["decode_wait_share"]
     prof = res["profile"]
     assert set(prof["seconds"]) == STAGES
     assert sum(prof["share"].values()) == pytest.approx(1.0, abs=0.01)
     assert prof["counts"]["prefill_steps"] >= 1 and prof["counts"]["decode_steps"] >= 1
     assert (out / prof["ops_table"]).is_file()
     assert res["encoder"]["tiny"]["ours_rtf"] > 0
-    assert res["quality"]["status"] == "pending"
     assert {"throughput_ok", "decode_wait_ok", "max_decode_wait_share"} <= set(res["targets"])
     md = (out / "suite_smoke.md").read_text()
     assert "reference (MU-LLaMA style)" in md and "| ours int8-dynamic | 2 |" in md

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "Writes JSON + a markdown table. Needs a source checkout (bench/suite.py).")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--model", default=None, metavar="SPEC",
-                   help="untrained:smollm2 (CPU default), random:7b (CUDA default), random:tiny, or a checkpoint")
+                   help="mu-llama-mini (CPU default), random:7b (CUDA default), random:tiny, untrained:smollm2, "
+                        "or a checkpoint")
     p.add_argument("--smoke", action="store_true", help="tiny random models, one run: checks every code path")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default bench/results)")
     p.add_argument("--modes", default=None, metavar="M,M", help="quantization modes: none,8bit,4bit,int8-dynamic")
@@ -34,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=None, metavar="N", help="fixed generated length")
     p.add_argument("--runs", type=int, default=None, metavar="N", help="round-robin runs (medians)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
+    p.add_argument("--quality", type=int, default=None, metavar="N",
+                   help="quality per quantization mode on N test clips (default 32; 0 = off)")
     p.add_argument("--checkout", default=None, metavar="DIR",
                    help="repository root holding bench/suite.py (default: the one this package runs from)")
     p.set_defaults(func=run)
@@ -53,7 +56,7 @@ def find_suite(checkout: str | None = None) -> Path:
 
 def suite_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--device", args.device, "--threads", str(args.threads)]
-    for flag in ("model", "out", "modes", "batch_sizes", "clips", "seconds", "new_tokens", "runs"):
+    for flag in ("model", "out", "modes", "batch_sizes", "clips", "seconds", "new_tokens", "runs", "quality"):
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]

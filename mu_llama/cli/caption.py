@@ -67,11 +67,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from contextlib import closing
+
     from tqdm import tqdm
 
     from mu_llama.audio import iter_audio_files
     from mu_llama.errors import ConfigError, MuLlamaError
-    from mu_llama.tasks import caption, load_input
+    from mu_llama.tasks import audio_batches, caption
 
     if args.batch_size < 1:
         raise ConfigError(f"invalid --batch-size {args.batch_size}; must be >= 1")
@@ -83,17 +85,13 @@ def run(args) -> int:
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     failed = 0
     try:
-        with tqdm(total=len(paths), unit="file", desc="caption", file=sys.stderr) as bar:
-            for start in range(0, len(paths), args.batch_size):
-                batch = paths[start:start + args.batch_size]
-                records, waves = [], []
-                for path in batch:
-                    try:
-                        waves.append(load_input(model, path))
-                        records.append({"path": str(path), "caption": None, "error": None})
-                    except MuLlamaError as e:
-                        records.append({"path": str(path), "caption": None, "error": str(e)})
-                        failed += 1
+        with tqdm(total=len(paths), unit="file", desc="caption", file=sys.stderr) as bar, \
+                closing(audio_batches(model, paths, args.batch_size, keep_errors=True)) as batches:
+            for rows, loaded in batches:  # decoded on worker threads, two batches ahead of the model
+                records = [{"path": str(paths[i]), "caption": None,
+                            "error": str(w) if isinstance(w, MuLlamaError) else None} for i, w in zip(rows, loaded)]
+                waves = [w for w in loaded if not isinstance(w, MuLlamaError)]
+                failed += len(loaded) - len(waves)
                 texts = iter(caption(model, waves, decoding, prompt=args.prompt, batch_size=len(waves))
                              if waves else [])
                 for rec in records:
@@ -101,7 +99,7 @@ def run(args) -> int:
                         rec["caption"] = next(texts)
                     out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
-                bar.update(len(batch))
+                bar.update(len(rows))
     finally:
         if args.out:
             out.close()
