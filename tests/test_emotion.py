@@ -121,6 +121,20 @@ def test_audio_features_track_mode_loudness_and_onsets():
     assert audio_features(np.zeros(100, np.float32)).shape == (len(FEATURE_NAMES),)    # shorter than a frame
 
 
+def test_v2_features_key_profile_is_transposition_invariant_and_tempo_follows_onsets():
+    i = {n: k for k, n in enumerate(FEATURE_NAMES)}
+    deg = [i[f"deg_{k}"] for k in range(12)]
+    c = audio_features(_tones([60, 64, 67, 72]))[deg]
+    d = audio_features(_tones([62, 66, 69, 74]))[deg]
+    assert np.abs(c - d).max() < 0.05 and c.sum() == pytest.approx(1.0, abs=1e-3)
+    assert c[[0, 4, 7]].sum() > 0.8                                   # C major triad on degrees 0 / 4 / 7
+    slow = audio_features(_tones([60, 64, 67], onsets_per_s=1.0, seconds=8.0))
+    fast = audio_features(_tones([60, 64, 67], onsets_per_s=3.0, seconds=8.0))
+    assert fast[i["tempo_centroid"]] > slow[i["tempo_centroid"]]
+    tg = [i[f"tgram_{k}"] for k in range(1, 6)]
+    assert fast[tg].sum() == pytest.approx(1.0, abs=1e-3)
+
+
 def test_ridge_regressor_fits_saves_and_refuses_a_mismatched_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, len(FEATURE_NAMES))).astype(np.float32)

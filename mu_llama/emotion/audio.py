@@ -25,17 +25,15 @@ from mu_llama.errors import CheckpointError
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "emotion"
 
 
-# Optional per-axis feature subsets (the cues the facts rules name for each axis). Tried: on held-out clips it kept
-# valence (0.53) and dominance (0.90) but lost arousal (0.66 -> 0.57), and on generated music it did not remove the
-# dominance -> valence confound, so the bundled regressor uses every feature for every axis (axis_features=None).
-AXIS_FEATURES: dict[str, tuple[str, ...]] = {
-    "valence": ("kk_major", "kk_minor", "mode_diff", "major_share", "tempo_log2", "onset_rate", "pitch_centroid",
-                "centroid_log2"),
-    "arousal": ("rms_db_mean", "rms_db_p90", "rms_db_std", "onset_rate", "flux_mean", "tempo_log2", "tempo_strength",
-                "polyphony", "chroma_entropy"),
-    "dominance": ("rms_db_mean", "rms_db_p90", "rms_db_std", "pitch_centroid", "low_energy_ratio", "centroid_log2",
-                  "polyphony", "chroma_entropy", "flatness"),
-}
+# Per-axis feature subsets (the cues the facts rules name for an axis; an axis not listed uses every feature).
+# v1 tried subsets for all three axes: on held-out clips arousal lost (0.66 -> 0.57), because timbre and flux carry
+# tempo/density evidence the weak tempo feature misses. v2 restricts *valence* only, to mode, tempo and register cues
+# (the rules: valence <- mode, tempo, register): held-out valence 0.625 -> 0.64 with clip targets, and loudness /
+# timbre (which follow dominance and the instrument) can no longer move the valence reading.
+VALENCE_FEATURES: tuple[str, ...] = (
+    "kk_major", "kk_minor", "mode_diff", "major_share", "tempo_log2", "onset_rate", "pitch_centroid",
+    "tempo_centroid", "tgram_1", "tgram_2", "tgram_3", "tgram_4", "tgram_5") + tuple(f"deg_{i}" for i in range(12))
+AXIS_FEATURES: dict[str, tuple[str, ...]] = {"valence": VALENCE_FEATURES}
 
 
 @dataclass

@@ -7,6 +7,13 @@ Each feature stands for a musical cue the emotion rules use (mu_llama.emotion.ta
   register   pitch_centroid (magnitude-weighted MIDI pitch of 55 Hz..2 kHz)   (register -> valence, dominance)
   mode       kk_major, kk_minor, mode_diff, major_share  (Krumhansl-Kessler correlation of the chroma -> valence)
   texture    chroma_entropy, polyphony (number of strong chroma bins per frame)
+  (v2, appended so v1 checkpoints still load)
+  tempo      tempo_centroid (autocorrelation-weighted mean log2 tempo over 40..240 BPM) and tgram_1..5 (share of the
+             onset-envelope autocorrelation in five log-spaced tempo bands): the single argmax tempo_log2 suffers
+             octave errors, a spread of evidence does not
+  key        deg_0..deg_11: the peak chroma rotated to its best Krumhansl-Kessler *major* tonic (sum 1). Major vs
+             relative minor share one pitch set; which degrees carry the weight (0/4/7 vs 9/0/4, and the minor
+             leading tone at 8) tells them apart, and a linear model can read that from the rotated profile
 Computed at 22.05 kHz on mono audio, STFT 2048 / hop 512.
 """
 
@@ -19,7 +26,10 @@ N_FFT = 2048
 HOP = 512
 FEATURE_NAMES = ("rms_db_mean", "rms_db_p90", "rms_db_std", "onset_rate", "flux_mean", "tempo_log2", "tempo_strength",
                  "centroid_log2", "rolloff_log2", "flatness", "low_energy_ratio", "pitch_centroid",
-                 "kk_major", "kk_minor", "mode_diff", "major_share", "chroma_entropy", "polyphony")
+                 "kk_major", "kk_minor", "mode_diff", "major_share", "chroma_entropy", "polyphony",
+                 "tempo_centroid", "tgram_1", "tgram_2", "tgram_3", "tgram_4", "tgram_5") + \
+    tuple(f"deg_{i}" for i in range(12))
+TEMPO_BANDS = (40.0, 57.0, 80.0, 113.0, 160.0, 240.0)     # BPM edges of the tgram bands (log-spaced, x sqrt 2)
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
@@ -104,6 +114,16 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
         tempo, strength = 60 * fps / best, float(ac[best] / ac[0])
     else:
         tempo, strength = 100.0, 0.0
+    tgram = np.zeros(len(TEMPO_BANDS) - 1)
+    tempo_centroid = 0.0
+    if len(ac) > 4 and ac[0] > 0:
+        lag_ok = lags >= 1
+        bpm = np.where(lag_ok, 60 * fps / np.maximum(lags, 1), 0.0)
+        pos = np.maximum(ac, 0) * (bpm >= TEMPO_BANDS[0]) * (bpm < TEMPO_BANDS[-1]) * lag_ok
+        if pos.sum() > 0:
+            tempo_centroid = float((pos * np.log2(np.maximum(bpm, 1) / 100.0)).sum() / pos.sum())
+            for b in range(len(tgram)):
+                tgram[b] = pos[(bpm >= TEMPO_BANDS[b]) & (bpm < TEMPO_BANDS[b + 1])].sum() / pos.sum()
 
     mag = S.sum(0) + 1e-8
     centroid = (freqs[:, None] * S).sum(0) / mag
@@ -123,6 +143,10 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
     chroma_t = _peak_chroma(x)                                          # (12, T')
     chroma = chroma_t.sum(1)
     maj, mnr = _kk(chroma)
+    deg = np.zeros(12)
+    if chroma.sum() > 0 and not np.allclose(chroma, chroma.mean()):
+        tonic = int(np.argmax([np.corrcoef(chroma, np.roll(_KK_MAJOR, t))[0, 1] for t in range(12)]))
+        deg = np.roll(chroma, -tonic) / chroma.sum()
     # major share over ~3 s windows
     wlen = max(1, int(3 * SR / HOP_LONG))
     votes = []
@@ -139,4 +163,5 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
     return np.array([act.mean(), np.percentile(act, 90), act.std(), onset_rate, float(flux.mean()) if flux.size else 0.0,
                      np.log2(tempo / 100.0), strength, np.log2(centroid[active].mean() + 1.0) if active.any() else 0.0,
                      np.log2(rolloff.mean() + 1.0), float(flat.mean()), float(low), pitch_centroid,
-                     maj, mnr, maj - mnr, major_share, entropy, polyphony], np.float32)
+                     maj, mnr, maj - mnr, major_share, entropy, polyphony, tempo_centroid, *tgram, *deg],
+                    np.float32)

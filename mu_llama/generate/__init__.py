@@ -9,11 +9,37 @@ Two backends share the typed `Conditioning(text, vad)`:
 
 from __future__ import annotations
 
-from mu_llama.generate.api import EmbeddedGenerator, Generation, vad_and_caption_from_audio
-from mu_llama.generate.conditioning import Conditioning, HashTextEmbedder, MiniLMTextEmbedder
-from mu_llama.generate.model import GeneratorConfig, MusicTokenLM, load_generator, save_generator
+from mu_llama.generate.api import (
+           EmbeddedGenerator,
+           Generation,
+           vad_and_caption_from_audio,
+)
+from mu_llama.generate.conditioning import (
+           Conditioning,
+           HashTextEmbedder,
+           MiniLMTextEmbedder,
+)
+from mu_llama.generate.model import (
+           GeneratorConfig,
+           MusicTokenLM,
+           load_generator,
+           save_generator,
+)
+from mu_llama.generate.performance import PerformanceOptions, perform
 from mu_llama.generate.sampling import SamplingOptions
 
-__all__ = ["Conditioning", "EmbeddedGenerator", "Generation", "GeneratorConfig", "HashTextEmbedder",
-           "MiniLMTextEmbedder", "MusicTokenLM", "SamplingOptions", "load_generator", "save_generator",
-           "vad_and_caption_from_audio"]
+__all__ = [
+           "Conditioning",
+           "EmbeddedGenerator",
+           "Generation",
+           "GeneratorConfig",
+           "HashTextEmbedder",
+           "MiniLMTextEmbedder",
+           "MusicTokenLM",
+           "PerformanceOptions",
+           "SamplingOptions",
+           "load_generator",
+           "perform",
+           "save_generator",
+           "vad_and_caption_from_audio",
+]

@@ -20,12 +20,14 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.errors import ConfigError
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.model import MusicTokenLM, load_generator
+from mu_llama.generate.performance import PerformanceOptions, perform
 from mu_llama.generate.sampling import SamplingOptions, sample_tokens
 from mu_llama.generate.symbolic import Note, Piece, piece_to_midi
 from mu_llama.generate.tokenizer import Tokenizer
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "generator"
 MAX_DURATION = 600.0
+DEFAULT_PERFORMANCE = PerformanceOptions()
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Generation:
     duration: float
     conditioning: Conditioning
     options: SamplingOptions
+    performance: PerformanceOptions | None = None
 
     def midi(self):
         return piece_to_midi(self.piece)
@@ -97,16 +100,21 @@ class EmbeddedGenerator:
             vad = torch.tensor([cond.vad.as_tuple()], dtype=torch.float32) if cond.has_vad else None
             return m.prefix(text, vad), m.prefix(None, None, batch=1)
 
-    def generate(self, cond: Conditioning, duration: float = 10.0,
-                 options: SamplingOptions | None = None) -> Generation:
+    def generate(self, cond: Conditioning, duration: float = 10.0, options: SamplingOptions | None = None,
+                 performance: PerformanceOptions | None = DEFAULT_PERFORMANCE) -> Generation:
+        """Sample a score, cut it at `duration`, and play it with the arousal performance rules (None: as written)."""
         if not 0 < duration <= MAX_DURATION:
             raise ConfigError(f"duration must be in (0, {MAX_DURATION:g}] seconds, got {duration}")
         opts = options or SamplingOptions()
         pc, pu = self.prefixes(cond)
         torch.manual_seed(opts.seed)   # nothing else is random, but keep global state predictable too
-        ids = sample_tokens(self.model, self.tok, pc, None if cond.unconditional else pu, duration, opts)
+        vad = cond.vad.as_tuple() if cond.has_vad else None
+        ids = sample_tokens(self.model, self.tok, pc, None if cond.unconditional else pu, duration, opts,
+                            control_vad=vad)
         piece = cut_piece(self.tok.decode(ids), duration)
-        return Generation(ids, piece, duration, cond, opts)
+        if performance is not None and vad is not None:
+            piece = perform(piece, vad[1], performance)
+        return Generation(ids, piece, duration, cond, opts, performance)
 
 
 def vad_and_caption_from_audio(path: str | Path, *, shift: tuple[float, float, float] = (0.0, 0.0, 0.0),

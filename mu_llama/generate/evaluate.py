@@ -11,7 +11,7 @@ Diversity: several seeds for one condition: distinct sequences, pairwise note 4-
   notes (transposition-invariant: pitch interval + duration) shared with any training sequence, next to the same
   measure for held-out real excerpts (the natural level of shared figures in this music).
 Speed: seconds of music generated per wall second on 1 thread (sampling only, and with rendering).
-Text adherence (needs an understanding model): `text_adherence()`; not run by default.
+Text adherence (needs an understanding model): `--text-adherence MODEL` (e.g. mu-llama-mini); not run by default.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from mu_llama.emotion.vad import VAD
-from mu_llama.generate.api import EmbeddedGenerator
+from mu_llama.generate.api import DEFAULT_PERFORMANCE, EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
+from mu_llama.generate.performance import PerformanceOptions
 from mu_llama.generate.sampling import SamplingOptions
 from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
 
@@ -41,7 +42,8 @@ def _spearman(a, b) -> float:
 
 
 def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0, text: str | None = GRID_TEXT,
-                 opts: SamplingOptions = SamplingOptions(), progress: bool = True) -> list[dict]:
+                 opts: SamplingOptions = SamplingOptions(), progress: bool = True,
+                 performance: PerformanceOptions | None = DEFAULT_PERFORMANCE) -> list[dict]:
     from tqdm import tqdm
 
     from mu_llama.emotion.audio import default_regressor, vad_from_wave
@@ -52,7 +54,8 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
     rows = []
     for i, (v, a, d) in enumerate(tqdm(list(itertools.product(vals, vals, vals)), disable=not progress, desc="grid")):
         req = VAD(float(v), float(a), float(d))
-        out = gen.generate(Conditioning(text, req), duration, SamplingOptions(**{**opts.__dict__, "seed": i}))
+        out = gen.generate(Conditioning(text, req), duration, SamplingOptions(**{**opts.__dict__, "seed": i}),
+                           performance)
         wave = out.audio(SR)
         feats = audio_features(wave, SR)
         m = vad_from_wave(wave, SR, reg)
@@ -60,8 +63,18 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
         rows.append({"requested": req.as_tuple(), "measured": m.as_tuple(),
                      "rms_db": float(feats[0]), "major_share": st["major_share"], "bpm": st["bpm"],
                      "mean_velocity": st["mean_velocity"], "mean_pitch": st["mean_pitch"],
-                     "notes_per_second": st["notes_per_second"], "program": st["program"], "n_notes": st["n_notes"]})
+                     "notes_per_second": st["notes_per_second"], "program": st["program"], "n_notes": st["n_notes"],
+                     "header_major": float(out.piece.mode == "major"),
+                     "legato": legato_ratio(out.piece)})
     return rows
+
+
+def legato_ratio(piece) -> float:
+    """Median of note duration / time to the next onset (1 = legato, < 1 detached, > 1 overlapping)."""
+    onsets = sorted({n.onset for n in piece.notes})
+    nxt = {a: b for a, b in zip(onsets, onsets[1:])}
+    r = [n.duration / (nxt[n.onset] - n.onset) for n in piece.notes if n.onset in nxt]
+    return float(np.median(r)) if r else 1.0
 
 
 def control_metrics(rows: list[dict]) -> dict:
@@ -73,6 +86,9 @@ def control_metrics(rows: list[dict]) -> dict:
                                         for i, ax in enumerate(("valence", "arousal", "dominance"))},
            "spearman_facts": {
                "valence~major_share": round(_spearman(R[:, 0], col("major_share")), 3),
+               "valence~header_major": round(_spearman(R[:, 0], col("header_major")), 3),
+               "arousal~mean_velocity": round(_spearman(R[:, 1], col("mean_velocity")), 3),
+               "arousal~legato": round(_spearman(R[:, 1], col("legato")), 3),
                "arousal~tempo_bpm": round(_spearman(R[:, 1], col("bpm")), 3),
                "arousal~notes_per_second": round(_spearman(R[:, 1], col("notes_per_second")), 3),
                "arousal~rms_db": round(_spearman(R[:, 1], col("rms_db")), 3),
@@ -120,11 +136,12 @@ def plot_control(rows: list[dict], out_dir: Path) -> list[Path]:
     paths.append(p)
 
     facts = (("valence", 0, "major_share", "major share (KK key windows)"), ("arousal", 1, "bpm", "tempo (BPM)"),
+             ("arousal", 1, "mean_velocity", "mean MIDI velocity"), ("arousal", 1, "legato", "legato ratio"),
              ("arousal", 1, "rms_db", "RMS loudness (dB)"), ("dominance", 2, "mean_velocity", "mean MIDI velocity"),
              ("dominance", 2, "mean_pitch", "mean MIDI pitch"))
-    fig, axes = plt.subplots(1, len(facts), figsize=(4 * len(facts), 4))
+    fig, axes = plt.subplots(1, len(facts), figsize=(3.6 * len(facts), 3.8))
     for ax, (name, i, key, label) in zip(axes, facts):
-        y = np.array([r[key] for r in rows])
+        y = np.array([r.get(key, np.nan) for r in rows], float)
         ax.scatter(R[:, i] + rng.uniform(-0.06, 0.06, len(R)), y, s=12, alpha=0.6)
         lv = np.unique(R[:, i])
         ax.plot(lv, [np.median(y[np.isclose(R[:, i], x)]) for x in lv], "r-o")
@@ -178,7 +195,9 @@ def diversity_and_copying(gen: EmbeddedGenerator, train_rows: list[dict], heldou
              Conditioning("A dark, mournful lament in a minor key.", VAD(-0.7, -0.4, -0.2))]
     out = {"conditions": [], "generated_longest_shared_run": [], "heldout_longest_shared_run": []}
     for c in conds:
-        seqs = [gen.generate(c, duration, SamplingOptions(seed=s)) for s in range(n_seeds)]
+        # the score as sampled (performance=None): articulation would move durations off the training grid and
+        # hide copies from the (interval, duration) n-gram check
+        seqs = [gen.generate(c, duration, SamplingOptions(seed=s), performance=None) for s in range(n_seeds)]
         toks = [tuple(g.tokens) for g in seqs]
         sigs = [note_signature(g.piece) for g in seqs]
         grams = [_ngrams(s, 4) for s in sigs]
@@ -250,31 +269,81 @@ def write_examples(gen: EmbeddedGenerator, out_dir: Path, duration: float = 8.0)
     return meta
 
 
-def text_adherence(gen: EmbeddedGenerator, caption_model: str, prompts: list[str], seeds: int = 2) -> dict:
-    """Caption generated audio with the understanding model and compare with the prompt (MiniLM cosine).
+ADHERENCE_PROMPTS = (
+    "A slow, sad piano piece in a minor key.",
+    "A fast, cheerful folk dance for violin in a major key.",
+    "A calm, slow melody for flute in a major key.",
+    "A fast, dark piece for strings in a minor key.",
+    "A moderate hymn for church organ in a major key.",
+    "A slow lament for cello in a minor key.",
+    "A lively, fast tune for trumpet in a major key.",
+    "A gentle, moderate piece for nylon guitar in a minor key.",
+    "A fast, bright piece for clarinet in a major key.",
+    "A slow, mournful choir piece in a minor key.",
+)
+ADHERENCE_FACTS = ("family", "tempo_class", "mode")
 
-    Needs a loadable understanding model (mu_llama.model.load_model); returns the mean prompt-caption similarity and
-    the same for shuffled pairs (chance level)."""
+
+def fact_agreement(prompt: str, text: str) -> dict[str, bool | None]:
+    """Per fact in ADHERENCE_FACTS: does `text` state the prompt's value (None: the prompt states none)."""
+    from mu_llama.eval.facts_parse import parse_facts
+
+    want, got = parse_facts(prompt), parse_facts(text)
+    out: dict[str, bool | None] = {}
+    for f in ADHERENCE_FACTS:
+        w = want.get(f)
+        out[f] = None if w is None else (w in got.families if f == "family" else got.get(f) == w)
+    return out
+
+
+def text_adherence(gen: EmbeddedGenerator, caption_model: str, prompts=ADHERENCE_PROMPTS, seeds: int = 2,
+                   duration: float = 10.0, progress: bool = True) -> dict:
+    """Caption generated audio with the understanding model and score fact agreement with the prompt.
+
+    For each prompt x seed: generate (text only, no VAD), render, caption with `caption_model` (a registry name such as
+    mu-llama-mini, or a saved model folder), parse both texts with mu_llama.eval.facts_parse, and count, per fact the
+    prompt states (instrument family, tempo class, mode), whether the caption states the same value (a caption that
+    states none counts as a miss). Also reported: the same agreement for the generated *notes* (program family, tempo
+    class, header mode: what the generator wrote, independent of the captioner) and for shuffled prompt/caption pairs
+    (chance level). Target: >= 70% overall on the captions."""
     import tempfile
 
-    from mu_llama.generate.conditioning import default_text_embedder
+    from tqdm import tqdm
+
+    from mu_llama.facts import gm_family, tempo_class
     from mu_llama.model import load_model
     from mu_llama.tasks import caption
 
     model = load_model(caption_model)
-    caps, used = [], []
+    items = []
     with tempfile.TemporaryDirectory() as td:
-        for i, p in enumerate(prompts):
+        for i, p in enumerate(tqdm(prompts, desc="adherence", disable=not progress)):
             for s in range(seeds):
+                g = gen.generate(Conditioning(p), duration, SamplingOptions(seed=s))
                 wav = Path(td) / f"{i}_{s}.wav"
-                gen.generate(Conditioning(p), 10.0, SamplingOptions(seed=s)).save(wav)
-                caps.append(caption(model, str(wav)))
-                used.append(p)
-    emb = default_text_embedder()
-    a, b = emb(used), emb(caps)
-    sim = (a * b).sum(1)
-    shuf = (a * np.roll(b, 1, axis=0)).sum(1)
-    return {"mean_similarity": float(sim.mean()), "shuffled_similarity": float(shuf.mean()), "pairs": len(sim)}
+                g.save(wav)
+                fam = {"voice": "choir"}.get(gm_family(g.piece.program), gm_family(g.piece.program))   # bare "voice" is not parsed
+                notes_text = (f"{fam} {tempo_class(g.piece.bpm)} "
+                              f"{g.piece.mode} key")
+                items.append({"prompt": p, "seed": s, "caption": caption(model, str(wav)), "notes_facts": notes_text})
+
+    def score(pairs):
+        per = {f: [] for f in ADHERENCE_FACTS}
+        for prompt, text in pairs:
+            for f, ok in fact_agreement(prompt, text).items():
+                if ok is not None:
+                    per[f].append(ok)
+        allv = [x for v in per.values() for x in v]
+        return {"overall": round(float(np.mean(allv)), 3) if allv else None,
+                **{f: round(float(np.mean(v)), 3) if v else None for f, v in per.items()}}
+
+    caps = [it["caption"] for it in items]
+    prm = [it["prompt"] for it in items]
+    return {"caption_model": caption_model, "pairs": len(items),
+            "captions": score(zip(prm, caps)),
+            "generated_notes": score(zip(prm, [it["notes_facts"] for it in items])),
+            "shuffled_captions": score(zip(prm, caps[len(caps) // 2:] + caps[: len(caps) // 2])),
+            "items": items}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,8 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=int, default=5)
     ap.add_argument("--duration", type=float, default=12.0)
     ap.add_argument("--data", default="data/generator/all", help="training data (for the copying check)")
+    ap.add_argument("--no-performance", action="store_true", help="grid without the arousal performance layer")
+    ap.add_argument("--mode-prior", type=float, default=None, help="override SamplingOptions.mode_prior")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
     ap.add_argument("--examples-out", default="examples/generated")
+    ap.add_argument("--text-adherence", metavar="MODEL", default=None,
+                    help="also caption generated audio with this understanding model (e.g. mu-llama-mini)")
     a = ap.parse_args(argv)
     import torch
 
@@ -296,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     res_path = out_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     if "grid" not in a.skip:
-        rows = emotion_grid(gen, a.levels, a.duration)
+        opts = SamplingOptions() if a.mode_prior is None else SamplingOptions(mode_prior=a.mode_prior)
+        rows = emotion_grid(gen, a.levels, a.duration, opts=opts,
+                            performance=None if a.no_performance else PerformanceOptions())
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))
         results["control"] = control_metrics(rows)
         plot_control(rows, out_dir)
@@ -312,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results["speed"]))
     if "examples" not in a.skip:
         write_examples(gen, Path(a.examples_out))
+    if a.text_adherence:
+        ta = text_adherence(gen, a.text_adherence)
+        (out_dir / "adherence_items.json").write_text(json.dumps(ta.pop("items"), indent=1))
+        results["text_adherence"] = ta
+        print(json.dumps(ta))
     results["checkpoint"] = str(a.checkpoint or "bundled")
     res_path.write_text(json.dumps(results, indent=1))
     return 0
