@@ -4,6 +4,7 @@ training, the MusicGen VAD conditioner on a tiny random config, and the CLI verb
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import numpy as np
@@ -273,3 +274,27 @@ def test_cli_generate_writes_wav_and_midi_reproducibly(tmp_path, gen, monkeypatc
     assert abs(len(wav) / sr - 3.0) < 0.01
     assert main(["generate", "--valence", "2", "--out", str(tmp_path / "c.wav"), "--checkpoint", str(ck)]) == 2
     assert "valence" in capsys.readouterr().err
+
+
+def test_cli_from_audio_shifts_the_estimated_vad_and_no_performance_plays_the_score(tmp_path, gen, monkeypatch, capsys):
+    import mido
+
+    from mu_llama.cli.main import main
+    from mu_llama.emotion.audio import vad_from_audio
+    from mu_llama.generate import api
+
+    ck = tmp_path / "ck"
+    save_generator(gen.model, ck)
+    monkeypatch.setattr(api.EmbeddedGenerator, "embedder", property(lambda self: HashTextEmbedder()))
+    clip = sorted((Path(__file__).parents[1] / "mu_llama" / "assets" / "examples").glob("*.flac"))[0]
+    base = ["generate", "--from-audio", str(clip), "--caption-model", "none", "--shift-valence", "0.3",
+            "--duration", "2", "--checkpoint", str(ck), "--json"]
+    assert main(base + ["--out", str(tmp_path / "p.wav")]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    est = vad_from_audio(clip)
+    assert info["vad"]["valence"] == pytest.approx(max(-1.0, min(1.0, est.valence + 0.3)), abs=1e-3)  # JSON rounds to 4 places
+    assert info["vad"]["arousal"] == pytest.approx(est.arousal, abs=1e-3)
+    assert main(base + ["--no-performance", "--out", str(tmp_path / "s.wav")]) == 0
+    vel = lambda p: [m.velocity for m in mido.MidiFile(p).merged_track if m.type == "note_on" and m.velocity]  # noqa
+    assert len(vel(tmp_path / "p.mid")) == len(vel(tmp_path / "s.mid"))  # same score, seeded
+    assert vel(tmp_path / "p.mid") != vel(tmp_path / "s.mid")  # the performance layer changes the dynamics only

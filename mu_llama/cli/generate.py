@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--from-audio", default=None, metavar="AUDIO", help="take VAD (and a caption) from this audio")
     for ax in ("valence", "arousal", "dominance"):
         p.add_argument(f"--shift-{ax}", type=float, default=0.0, help=f"add to the {ax} taken from --from-audio")
-    p.add_argument("--caption-model", default=None, help="understanding model used to caption --from-audio (optional)")
+    p.add_argument("--caption-model", default="mu-llama-mini",
+                   help="understanding model that captions --from-audio (default mu-llama-mini; 'none' = VAD only)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument("--out", required=True, help="output WAV path (MIDI is written beside it)")
     p.add_argument("--seed", type=int, default=0)
@@ -31,6 +32,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--checkpoint", default=None, help="generator checkpoint directory (default: bundled)")
     p.add_argument("--soundfont", default=None, help="General MIDI .sf2 (default: FluidR3_GM)")
+    p.add_argument("--mode-prior", type=float, default=None,
+                   help="valence -> major/minor pull at the mode header (default: model's; 0 = off)")
+    p.add_argument("--no-performance", action="store_true",
+                   help="play the score as sampled (no arousal -> dynamics/articulation performance rules)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
 
@@ -50,7 +55,7 @@ def run(args) -> int:
             raise ConfigError("give either --from-audio or --valence/--arousal/--dominance, not both")
         vad, caption = vad_and_caption_from_audio(
             args.from_audio, shift=(args.shift_valence, args.shift_arousal, args.shift_dominance),
-            caption_model=args.caption_model)
+            caption_model=None if args.caption_model.lower() == "none" else args.caption_model)
         if text is None and caption:
             text = caption
     elif any(g is not None for g in given):
@@ -60,10 +65,11 @@ def run(args) -> int:
     gen = EmbeddedGenerator.load(args.checkpoint)
     opts = SamplingOptions(seed=args.seed, **gen.model.config.info.get("sampling_defaults", {}))
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
-                                   ("top_k", args.top_k)) if v is not None}
+                                   ("top_k", args.top_k), ("mode_prior", args.mode_prior)) if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)
-    out = gen.generate(cond, duration=args.duration, options=opts)
+    out = gen.generate(cond, duration=args.duration, options=opts,
+                       **({"performance": None} if args.no_performance else {}))
     wav, mid = out.save(args.out, soundfont=args.soundfont)
     summary = {"wav": str(wav), "midi": str(mid), "text": text, "vad": vad.to_dict() if vad else None,
                "seed": args.seed, "duration": args.duration, "tempo_bpm": round(out.piece.bpm, 1),
