@@ -50,7 +50,7 @@ def _load(model: str, quantize: str):
 def ten_second_clip() -> str:
     """The bundled example closest to 10 s."""
     from mu_llama.audio import probe
-    files = sorted(glob.glob(f"{EXAMPLE}/*.*"))
+    files = sorted(f for f in glob.glob(f"{EXAMPLE}/*.*") if f.endswith((".flac", ".ogg", ".mp3", ".wav")))
     return min(files, key=lambda f: abs(probe(f).duration - 10.0))
 
 
