@@ -95,8 +95,10 @@ class StageTimer:
         def llm_post(module, args, kwargs, output):
             self.stop(self._llm_stage)
 
-        handles.append(model.llm.register_forward_pre_hook(llm_pre, with_kwargs=True))
-        handles.append(model.llm.register_forward_hook(llm_post, with_kwargs=True))
+        # peft's generate calls the wrapped causal LM directly, so hook that one (the model itself without LoRA)
+        lm = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+        handles.append(lm.register_forward_pre_hook(llm_pre, with_kwargs=True))
+        handles.append(lm.register_forward_hook(llm_post, with_kwargs=True))
         saved = {k: getattr(tasks, k) for k in ("_load_batch", "encode_prompt", "_decode")}
 
         def timed(stage, fn):

@@ -133,3 +133,17 @@ def test_quality_markdown_reports_deltas():
     assert "| 4bit | 0.250 (-0.250) |" in text and "1/4" in text and "8bit: ImportError" in text
     off = suite.quality_markdown({"status": "off", "model": "m", "reason": "--quality 0"})
     assert "off (--quality 0)" in off[1]
+
+
+def test_stage_timer_sees_prefill_and_decode_through_lora(files):
+    """With LoRA the LLM is a peft wrapper whose generate() bypasses its own forward: the timer must still count
+    every prefill / decode token (it once reported 0 tok/s for the default model)."""
+    from mu_llama.adapters import LoraOptions
+
+    lora = MuLlama.build(MuLlamaConfig(encoder="random:tiny", llm="random:tiny-llama", injection_layers=2,
+                                       lora=LoraOptions(rank=2, targets=("q_proj",), bias_targets=()))).eval()
+    timer = StageTimer()
+    with timer.instrument(lora):
+        tasks.caption(lora, files[:2], OPTS, batch_size=2)
+    assert timer.counts["prefill_steps"] == 1 and timer.counts["decode_tokens"] == 2 * (OPTS.max_new_tokens - 1)
+    assert timer.seconds["prefill"] > 0 and timer.seconds["decode"] > 0
