@@ -207,7 +207,7 @@ def runs(corpus, tmp_path_factory):
     full = tiny_config(corpus, base / "full", export=str(base / "export32"), export_dtype="float32")
     pretrain_encoder(full)
     # the same run, interrupted after step 4 (not a checkpoint multiple), then resumed in a new call
-    split = tiny_config(corpus, base / "split", stop_after=4)
+    split = tiny_config(corpus, base / "split", stop_after=4, export=str(base / "early"), export_dtype="float32")
     pretrain_encoder(split)
     assert not (base / "split" / "checkpoints" / "step_000006").exists()
     pretrain_encoder(tiny_config(corpus, base / "split"))
@@ -225,6 +225,26 @@ def test_resume_equals_uninterrupted(runs):
     assert [h["loss"] for h in ha["history"]] == [h["loss"] for h in hb["history"]]
     assert ha["evals"] == hb["evals"]
     assert (base / "full" / "loss_curve.png").stat().st_size > 0
+
+
+def test_stopping_early_exports_the_best_so_far(runs):
+    base, _ = runs
+    info = json.loads((base / "early" / "training.json").read_text())
+    assert info["best"]["step"] == 3  # the only validation before step 4
+    early = load_file(str(base / "early" / "model.safetensors"))
+    final = load_file(str(base / "export32" / "model.safetensors"))  # the uninterrupted run's export (step 6 best)
+    assert early.keys() == final.keys() and all(v.dtype == torch.float32 for v in early.values())
+
+
+def test_cli_flags_cover_the_config():
+    import argparse
+
+    from mu_llama.cli import pretrain_encoder as verb
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = verb.add_parser(sub)
+    args = p.parse_args(["--steps", "7", "--distill", "--stop-after", "3", "--amp", "bf16"])
+    assert (args.steps, args.distill, args.stop_after, args.amp, args.lr) == (7, True, 3, "bf16", 5e-4)
 
 
 def test_resume_refuses_other_settings(runs, corpus):

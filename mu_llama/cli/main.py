@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "corpus": "corpus",
     "eval": "evaluate",
     "train": "train",
+    "pretrain-encoder": "pretrain_encoder",
     "label": "label",
     "emotion": "emotion",
     "generate": "generate",

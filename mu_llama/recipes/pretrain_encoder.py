@@ -530,9 +530,9 @@ def _run(cfg: PretrainConfig) -> Path:
             save_checkpoint(run / "checkpoints" / f"step_{step:06d}", model, opt, {**state, "torch_rng": _rng_b64()})
         if cfg.stop_after is not None and step >= cfg.stop_after:
             _log(f"stopping after step {step} as asked (stop_after); run again to resume")
-            return run / "best"
+            break
     best = run / "best"
-    if cfg.export:
+    if cfg.export and best.is_dir():  # the best validated encoder so far (also when stopped early)
         info = {"recipe": "mu_llama.recipes.pretrain_encoder", "config": asdict(cfg), "train_clips": len(train),
                 "validation_clips": len(val), "best": state["best"], "wall_seconds": round(state["seconds"], 1)}
         return export_encoder(_load_best(model, best), cfg.export, cfg.export_dtype, info)
