@@ -4,8 +4,8 @@ training, the MusicGen VAD conditioner on a tiny random config, and the CLI verb
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,24 +13,24 @@ import torch
 
 from mu_llama.emotion.vad import VAD
 from mu_llama.errors import CheckpointError, ConfigError
-from mu_llama.generate import (Conditioning, EmbeddedGenerator, GeneratorConfig, HashTextEmbedder, MusicTokenLM,
-                               SamplingOptions, load_generator, save_generator)
+from mu_llama.generate import (
+    Conditioning,
+    GeneratorConfig,
+    HashTextEmbedder,
+    SamplingOptions,
+    load_generator,
+    save_generator,
+)
 from mu_llama.generate.sampling import guided_logprobs, sample_tokens
-from mu_llama.generate.symbolic import Note, Piece, estimate_key, midi_to_piece, monophonic_per_pitch, piece_to_midi
-from mu_llama.generate.tokenizer import DURATIONS, Tokenizer, tempo_bins
-
-TINY = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=48, text_dim=384)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer()
-
-
-@pytest.fixture(scope="module")
-def gen(tok):
-    torch.manual_seed(0)
-    return EmbeddedGenerator(MusicTokenLM(GeneratorConfig(vocab_size=len(tok), **TINY)), HashTextEmbedder())
+from mu_llama.generate.symbolic import (
+    Note,
+    Piece,
+    estimate_key,
+    midi_to_piece,
+    monophonic_per_pitch,
+    piece_to_midi,
+)
+from mu_llama.generate.tokenizer import DURATIONS, tempo_bins
 
 
 def _key(n):
@@ -223,7 +223,13 @@ def test_musicgen_zero_init_vad_prefix_leaves_outputs_unchanged(musicgen):
 
 
 def test_musicgen_lora_step_trains_only_lora_and_conditioner(musicgen):
-    from mu_llama.generate.musicgen import LoraRecipe, add_lora, generate_with_vad, lora_step, trainable_state_dict
+    from mu_llama.generate.musicgen import (
+        LoraRecipe,
+        add_lora,
+        generate_with_vad,
+        lora_step,
+        trainable_state_dict,
+    )
 
     m = musicgen
     ids, am = torch.randint(0, 100, (1, 5)), torch.ones(1, 5, dtype=torch.long)
@@ -286,7 +292,7 @@ def test_cli_from_audio_shifts_the_estimated_vad_and_no_performance_plays_the_sc
     ck = tmp_path / "ck"
     save_generator(gen.model, ck)
     monkeypatch.setattr(api.EmbeddedGenerator, "embedder", property(lambda self: HashTextEmbedder()))
-    clip = sorted((Path(__file__).parents[1] / "mu_llama" / "assets" / "examples").glob("*.flac"))[0]
+    clip = min((Path(__file__).parents[1] / "mu_llama" / "assets" / "examples").glob("*.flac"))
     base = ["generate", "--from-audio", str(clip), "--caption-model", "none", "--shift-valence", "0.3",
             "--duration", "2", "--checkpoint", str(ck), "--json"]
     assert main(base + ["--out", str(tmp_path / "p.wav")]) == 0
@@ -295,6 +301,6 @@ def test_cli_from_audio_shifts_the_estimated_vad_and_no_performance_plays_the_sc
     assert info["vad"]["valence"] == pytest.approx(max(-1.0, min(1.0, est.valence + 0.3)), abs=1e-3)  # JSON rounds to 4 places
     assert info["vad"]["arousal"] == pytest.approx(est.arousal, abs=1e-3)
     assert main(base + ["--no-performance", "--out", str(tmp_path / "s.wav")]) == 0
-    vel = lambda p: [m.velocity for m in mido.MidiFile(p).merged_track if m.type == "note_on" and m.velocity]  # noqa
+    vel = lambda p: [m.velocity for m in mido.MidiFile(p).merged_track if m.type == "note_on" and m.velocity]
     assert len(vel(tmp_path / "p.mid")) == len(vel(tmp_path / "s.mid"))  # same score, seeded
     assert vel(tmp_path / "p.mid") != vel(tmp_path / "s.mid")  # the performance layer changes the dynamics only

@@ -10,28 +10,10 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.errors import ConfigError
 from mu_llama.generate import (
     Conditioning,
-    EmbeddedGenerator,
-    GeneratorConfig,
-    HashTextEmbedder,
-    MusicTokenLM,
 )
 from mu_llama.generate.performance import PerformanceOptions, perform
 from mu_llama.generate.sampling import DEGREE_WEIGHTS, SCALES, Grammar, SamplingOptions
 from mu_llama.generate.symbolic import Note, Piece
-from mu_llama.generate.tokenizer import Tokenizer
-
-TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64, "max_len": 48, "text_dim": 384}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return Tokenizer()
-
-
-@pytest.fixture(scope="module")
-def gen(tok):
-    torch.manual_seed(0)
-    return EmbeddedGenerator(MusicTokenLM(GeneratorConfig(vocab_size=len(tok), **TINY)), HashTextEmbedder())
 
 
 def _grammar_at(tok, names: list[str], duration: float = 60.0) -> Grammar:
