@@ -390,3 +390,15 @@ def test_default_questions_start_with_musicqa_description_prompts():
     qa = pytest.importorskip("mu_llama.corpus.qa")
     assert tuple(DEFAULT_QUESTIONS.values())[:4] == qa.DESCRIPTION_QUESTIONS
     assert {"genre", "instruments", "mood", "tempo"} <= set(DEFAULT_QUESTIONS)
+
+
+@pytest.mark.parametrize("cpus,actors,workers", [(2, 2, 2), (2, 1, 2), (16, 4, 4), (4, 8, 2), (1, 1, 1)])
+def test_ray_cpu_shares_leave_room_for_decoding(cpus, actors, workers):
+    """The Ray engine's CPU requests: all actors and all decode tasks fit on the node at once (2 CPU actors on a
+    2-CPU node once starved the decode tasks and hung); GPU actors keep a whole CPU."""
+    from mu_llama.label.ray_engine import cpu_shares
+
+    per_actor, per_task = cpu_shares(cpus, actors, workers, gpu_actors=False)
+    assert 0 < per_actor <= 1 and 0 < per_task <= 1
+    assert per_actor * actors + per_task * workers <= cpus + 1e-9 or per_task == per_actor == 0.1
+    assert cpu_shares(cpus, actors, workers, gpu_actors=True)[0] == 1.0

@@ -111,6 +111,8 @@ class RaySession:
         gpus = ray.cluster_resources().get("GPU", 0)
         self.gpus_per_actor = opts.ray_gpus_per_actor if opts.ray_gpus_per_actor is not None else (1.0 if gpus else 0.0)
         self.actors = opts.ray_concurrency or (max(1, int(gpus // self.gpus_per_actor)) if self.gpus_per_actor else 1)
+        self.cpus_per_actor, self.cpus_per_task = cpu_shares(float(ray.cluster_resources().get("CPU", 1.0)),
+                                                             self.actors, opts.workers, bool(self.gpus_per_actor))
 
     def resolve(self, spec: LabelerSpec) -> LabelerSpec:
         """The built-in labeler picks its device where it runs; pin it so the driver's identity is the actors'."""
@@ -125,6 +127,16 @@ class RaySession:
             ray.shutdown()
 
 
+def cpu_shares(cpus: float, actors: int, workers: int, gpu_actors: bool) -> tuple[float, float]:
+    """(num_cpus per labeler actor, per decode task). Ray starts an actor or a task only where its num_cpus fits, so
+    CPU-only actors asking for a whole CPU each (Ray's default) can take every CPU of a small node and starve the
+    decode tasks that feed them: the job hangs (2 actors on a 2-CPU node did). CPU actors get at most 3/4 of the
+    node's CPUs, the decode tasks the rest; GPU actors keep one CPU each."""
+    per_actor = 1.0 if gpu_actors else max(0.1, min(1.0, 0.75 * cpus / max(1, actors)))
+    spare = cpus - (0.0 if gpu_actors else per_actor * actors)
+    return per_actor, max(0.1, min(1.0, spare / max(1, workers)))
+
+
 def run_ray(session: RaySession, pending: list[Item], ctx: PrepareContext, spec: LabelerSpec, info, opts,
             sink) -> None:
     import ray
@@ -137,10 +149,12 @@ def run_ray(session: RaySession, pending: list[Item], ctx: PrepareContext, spec:
     ds = ray.data.from_items([asdict(it) for it in pending],
                              override_num_blocks=max(1, min(len(pending), 4 * opts.workers)))
     ds = ds.map_batches(_prepare_batch, fn_kwargs={"ctx": ctx}, batch_size=opts.batch_size,
-                        batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=opts.workers), num_cpus=1)
+                        batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=opts.workers),
+                        num_cpus=session.cpus_per_task)
     ds = ds.map_batches(_LabelActor, fn_constructor_kwargs={"spec": spec, "expected": info},
                         batch_size=opts.batch_size, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=session.gpus_per_actor)
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=session.gpus_per_actor,
+                        num_cpus=session.cpus_per_actor)
     summary = sink.summary
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for rec in batch.to_pylist():
