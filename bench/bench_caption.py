@@ -42,9 +42,12 @@ def _setup(threads: int):
 
 
 def _load(model: str, quantize: str):
+    from mu_llama.cli.caption import (
+        QUANTIZE_FLAGS,  # the CLI's flag names -> LLMOptions.quantize
+    )
     from mu_llama.llm import LLMOptions
     from mu_llama.model import load_model
-    return load_model(model, LLMOptions(quantize={"int8": "int8-dynamic"}.get(quantize, quantize)))
+    return load_model(model, LLMOptions(quantize=QUANTIZE_FLAGS[quantize]))
 
 
 def ten_second_clip() -> str:
@@ -81,9 +84,10 @@ def test_clips(corpus: str, n: int) -> list[str]:
 
 def throughput(model: str, quantize: str, threads: int, files: list[str], batch_size: int) -> dict:
     _setup(threads)
+    from tqdm import tqdm
+
     import mu_llama
     from mu_llama.audio import probe
-    from tqdm import tqdm
     m = _load(model, quantize)
     tok = m.tokenizer
     audio_s = sum(probe(f).duration for f in files)
@@ -121,7 +125,7 @@ def markdown(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mu-llama-mini")
-    ap.add_argument("--quantize", default="none", choices=("none", "int8", "8bit", "4bit"))
+    ap.add_argument("--quantize", default="none", choices=("none", "int8", "8bit", "4bit"))  # = mu-llama caption's
     ap.add_argument("--clips", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)

@@ -88,7 +88,8 @@ def audio_batches(model, audios: list, batch_size: int, *,
     its MuLlamaError when its batch is reached, as inline decoding would; with keep_errors=True the error takes the
     wave's place in the list instead (collection jobs record it and go on)."""
     n = len(audios)
-    if DECODE_WORKERS < 1 or n < 2:
+    # only files are worth a thread: in-memory arrays (e.g. `mu-llama caption` handing over decoded batches) load inline
+    if DECODE_WORKERS < 1 or n < 2 or not any(isinstance(a, str | Path) for a in audios):
         for rows in _batches(n, batch_size):
             yield rows, _load_batch(model, [audios[i] for i in rows], keep_errors)
         return

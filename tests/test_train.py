@@ -13,9 +13,19 @@ import torch
 from safetensors.torch import load_file
 
 from mu_llama.errors import ConfigError
+from mu_llama.model import MuLlama
 from mu_llama.recipes.features import FeatureCache, FeatureSpec, open_cache
-from mu_llama.recipes.train import (ExampleStream, batch_loss_sum, build_model, collate, load_trained,
-                                    make_optimizer, named_parameters, read_clips, set_stage, train)
+from mu_llama.recipes.train import (
+    ExampleStream,
+    batch_loss_sum,
+    build_model,
+    collate,
+    make_optimizer,
+    named_parameters,
+    read_clips,
+    set_stage,
+    train,
+)
 from mu_llama.recipes.train_config import TrainConfig, resolve_config
 
 SR = 24000
@@ -144,7 +154,7 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
 def test_checkpoint_holds_only_trainable_keys_and_loads(corpus, tmp_path):
     final = train(tiny_config(corpus, tmp_path / "r", stage1_steps=1, stage2_steps=1, val_generate=2))
     ckpt = tmp_path / "r" / "checkpoints" / "step-000002"
-    model = load_trained(final)
+    model = MuLlama.from_pretrained(final)
     trainable = model.trainable_state()
     adapter = load_file(str(ckpt / "adapter.safetensors"))
     assert set(adapter) == set(trainable)

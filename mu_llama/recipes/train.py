@@ -699,7 +699,8 @@ def _finish(model, config: TrainConfig, out: Path, history: list, evals: list) -
 # ================================================================================================ export / loading
 def export_model(run_dir: str | Path, dest: str | Path, encoder_dir: str | Path | None = None) -> Path:
     """Copy a trained model (save_pretrained folder) to `dest`; with encoder_dir, copy the encoder into dest/encoder
-    and make config.json refer to it as "encoder" (a path relative to the model folder; see load_trained)."""
+    and make config.json refer to it as "encoder" (a path relative to the model folder, which
+    MuLlama.from_pretrained resolves)."""
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(run_dir, "not a model folder (no config.json)")
@@ -717,13 +718,6 @@ def export_model(run_dir: str | Path, dest: str | Path, encoder_dir: str | Path 
     return dest
 
 
-def load_trained(directory: str | Path, options=None):
-    """MuLlama.from_pretrained (which resolves an encoder bundled as a sub-folder, as export_model writes it)."""
-    from mu_llama.model import MuLlama
-
-    return MuLlama.from_pretrained(directory, options)
-
-
 def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_path: str | Path, *,
                   qa: str = "facts", limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 112,
                   feature_cache: str | Path | None = None, device: str = "cpu", progress: bool = True,
@@ -733,8 +727,9 @@ def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_pat
     only (n processes share a CPU; fill the cache once with shard (0, 1) and qa="none" first, or the writers race)."""
     from mu_llama.eval.data import Prediction, write_predictions
     from mu_llama.llm import LLMOptions
+    from mu_llama.model import MuLlama
 
-    model = load_trained(model_dir, LLMOptions(device=device))
+    model = MuLlama.from_pretrained(model_dir, LLMOptions(device=device))
     k, n = shard
     if not 0 <= k < n:
         raise ConfigError(f"invalid shard {k}/{n}: need 0 <= K < N")
@@ -775,4 +770,4 @@ def count_parameters(model) -> dict:
 
 
 __all__ = ["Clip", "Example", "ExampleStream", "TrainConfig", "build_model", "collate", "count_parameters",
-           "export_model", "load_trained", "predict", "predict_split", "read_clips", "set_stage", "train"]
+           "export_model", "predict", "predict_split", "read_clips", "set_stage", "train"]
