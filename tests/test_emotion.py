@@ -10,7 +10,7 @@ import pytest
 
 from mu_llama.emotion import VAD, estimate, estimate_text, looks_like_audio, vad_from_cues, vad_from_facts, vad_from_text
 from mu_llama.emotion.audio import RidgeVAD
-from mu_llama.emotion.features import FEATURE_NAMES, SR, audio_features
+from mu_llama.emotion.features import FEATURE_NAMES, N_FEATURES_V2, SR, audio_features
 from mu_llama.emotion.targets import MusicCues
 from mu_llama.emotion.text import category_pad, music_terms
 from mu_llama.errors import CheckpointError, ConfigError
@@ -137,10 +137,11 @@ def test_v2_features_key_profile_is_transposition_invariant_and_tempo_follows_on
 
 def test_ridge_regressor_fits_saves_and_refuses_a_mismatched_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, len(FEATURE_NAMES))).astype(np.float32)
-    W = rng.standard_normal((len(FEATURE_NAMES), 3)) * 0.1
+    names = FEATURE_NAMES[:N_FEATURES_V2]                              # the ridge (v2) estimator's feature set
+    X = rng.standard_normal((200, len(names))).astype(np.float32)
+    W = rng.standard_normal((len(names), 3)) * 0.1
     Y = np.clip(X @ W, -1, 1).astype(np.float32)
-    m = RidgeVAD.fit(X, Y, alpha=0.1)
+    m = RidgeVAD.fit(X, Y, alpha=0.1, feature_names=names)
     assert np.abs(m.predict(X) - Y).mean() < 0.05
     m.save(tmp_path)
     m2 = RidgeVAD.load(tmp_path)

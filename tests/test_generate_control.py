@@ -3,6 +3,7 @@ arousal performance rules, and the text-adherence fact scorer (no understanding 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,13 +59,38 @@ def test_mode_prior_makes_the_header_mode_follow_valence(gen, tok):
             assert tok.parse_header(out.tokens).mode == mode
 
 
-def test_mode_prior_zero_is_the_model_and_valence_zero_is_neutral(gen):
+def test_mode_prior_zero_is_the_model_and_valence_zero_is_neutral_for_the_additive_prior(gen):
     c = Conditioning("x", VAD(0.0, 0.3, 0.3))
     a = gen.generate(c, 2.0, SamplingOptions(seed=4, mode_prior=0.0)).tokens
-    assert a == gen.generate(c, 2.0, SamplingOptions(seed=4, mode_prior=9.0)).tokens   # valence 0: no push
-    for bad in ({"mode_prior": -1}, {"header_temperature": 0}, {"strong_beat_factor": -0.5}):
+    assert a == gen.generate(c, 2.0, SamplingOptions(seed=4, mode_prior=9.0, mode_control="prior")).tokens
+    for mc in ("set", "prior"):                                      # no VAD: the model alone
+        assert gen.generate(Conditioning("x"), 2.0, SamplingOptions(seed=4, mode_control=mc)).tokens == \
+            gen.generate(Conditioning("x"), 2.0, SamplingOptions(seed=4, mode_prior=0.0)).tokens
+    for bad in ({"mode_prior": -1}, {"header_temperature": 0}, {"strong_beat_factor": -0.5}, {"mode_control": "x"}):
         with pytest.raises(ConfigError):
             SamplingOptions(**bad)
+
+
+def test_mode_control_set_draws_major_with_probability_sigmoid_of_valence(gen, tok, monkeypatch):
+    """'set' replaces the model's major/minor odds by mode_prior * valence: the header's MODE draw sees exactly
+    P(major) = sigmoid(mode_prior * valence), whatever the model prefers."""
+    import mu_llama.generate.sampling as sampling
+
+    seen = []
+    real = torch.multinomial
+
+    def spy(p, n, generator=None):
+        if torch.isfinite(p).all() and (p > 0).sum() == 2:
+            seen.append(p.clone())
+        return real(p, n, generator=generator)
+
+    monkeypatch.setattr(sampling.torch, "multinomial", spy)
+    for v in (-0.4, 0.0, 0.4):
+        seen.clear()
+        gen.generate(Conditioning("x", VAD(v, 0.5, -0.5)), 1.0, SamplingOptions(seed=1, mode_prior=6.0))
+        mode_draws = [p for p in seen if p[tok.index["MODE_major"]] + p[tok.index["MODE_minor"]] > 0.999]
+        assert mode_draws, "no MODE draw seen"
+        assert float(mode_draws[0][tok.index["MODE_major"]]) == pytest.approx(1 / (1 + np.exp(-6.0 * v)), abs=1e-5)
 
 
 def test_header_temperature_one_is_the_plain_sampler(gen):

@@ -15,18 +15,21 @@ def add_parser(subparsers) -> None:
                                           "or a text. Estimates are derived, not human-annotated.")
     p.add_argument("input", help="audio file path, or text (quote it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--explain", action="store_true", help="for text: show the matched lexicon evidence")
+    p.add_argument("--explain", action="store_true",
+                   help="text: the matched lexicon evidence; audio: the musical cues heard (tempo, density, ...)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from mu_llama.emotion import estimate_text, looks_like_audio
-    from mu_llama.emotion.audio import vad_from_audio
+    from mu_llama.emotion.audio import read_audio
 
     extra: dict = {}
     if looks_like_audio(args.input):
-        vad = vad_from_audio(args.input)
+        vad, cues = read_audio(args.input)
         extra["input_kind"] = "audio"
+        if args.explain and cues is not None:
+            extra["audio_cues"] = cues
     else:
         est = estimate_text(args.input)
         vad = est.vad

@@ -33,7 +33,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", default=None, help="generator checkpoint directory (default: bundled)")
     p.add_argument("--soundfont", default=None, help="General MIDI .sf2 (default: FluidR3_GM)")
     p.add_argument("--mode-prior", type=float, default=None,
-                   help="valence -> major/minor pull at the mode header (default: model's; 0 = off)")
+                   help="strength of valence -> major/minor at the mode header (default: model's; 0 = off)")
+    p.add_argument("--mode-control", default=None, metavar="{set,prior}",
+                   help="set: P(major) = sigmoid(mode_prior x valence) (default); prior: add it to the model's odds")
     p.add_argument("--no-performance", action="store_true",
                    help="play the score as sampled (no arousal -> dynamics/articulation performance rules)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -65,7 +67,8 @@ def run(args) -> int:
     gen = EmbeddedGenerator.load(args.checkpoint)
     opts = SamplingOptions(seed=args.seed, **gen.model.config.info.get("sampling_defaults", {}))
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
-                                   ("top_k", args.top_k), ("mode_prior", args.mode_prior)) if v is not None}
+                                   ("top_k", args.top_k), ("mode_prior", args.mode_prior),
+                                   ("mode_control", args.mode_control)) if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)
     out = gen.generate(cond, duration=args.duration, options=opts,

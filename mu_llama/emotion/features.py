@@ -14,6 +14,15 @@ Each feature stands for a musical cue the emotion rules use (mu_llama.emotion.ta
   key        deg_0..deg_11: the peak chroma rotated to its best Krumhansl-Kessler *major* tonic (sum 1). Major vs
              relative minor share one pitch set; which degrees carry the weight (0/4/7 vs 9/0/4, and the minor
              leading tone at 8) tells them apart, and a linear model can read that from the rotated profile
+  (v3, appended; read by the boosted-tree cue estimator, mu_llama.emotion.trees)
+  tempo      tg_0..tg_23: the strongest autocorrelation of a band-wise (40 log bands) onset envelope in 24 log-spaced
+             tempo bins from 30 to 480 BPM (1/6 octave each), and ioi_0..ioi_11 + ioi_median_log2: the histogram of
+             inter-onset intervals (60 ms..2 s, log bins). Notated tempo is ambiguous by factors of 2 and 3 in the
+             onset periodicity; a non-linear reader of the whole tempo profile resolves it far better than the argmax
+             (held-out tempo cue 0.67 -> 0.84 Spearman)
+  key        open_deg_*, close_deg_*: the peak chroma of the first and last 2 s, and bass_deg_*: the chroma of the
+             lowest strong peak per frame, all rotated to the clip's best major tonic (openings, cadences and the bass
+             line are where a tonic shows itself)
 Computed at 22.05 kHz on mono audio, STFT 2048 / hop 512.
 """
 
@@ -28,7 +37,10 @@ FEATURE_NAMES = ("rms_db_mean", "rms_db_p90", "rms_db_std", "onset_rate", "flux_
                  "centroid_log2", "rolloff_log2", "flatness", "low_energy_ratio", "pitch_centroid",
                  "kk_major", "kk_minor", "mode_diff", "major_share", "chroma_entropy", "polyphony",
                  "tempo_centroid", "tgram_1", "tgram_2", "tgram_3", "tgram_4", "tgram_5") + \
-    tuple(f"deg_{i}" for i in range(12))
+    tuple(f"deg_{i}" for i in range(12)) + \
+    tuple(f"tg_{i}" for i in range(24)) + tuple(f"ioi_{i}" for i in range(12)) + ("ioi_median_log2",) + \
+    tuple(f"{w}_deg_{i}" for w in ("open", "close", "bass") for i in range(12))
+N_FEATURES_V2 = 36                                          # the ridge estimator's (v2) feature set: the first 36
 TEMPO_BANDS = (40.0, 57.0, 80.0, 113.0, 160.0, 240.0)     # BPM edges of the tgram bands (log-spaced, x sqrt 2)
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -47,11 +59,13 @@ N_FFT_LONG, HOP_LONG = 8192, 2048
 _MIDI_LO, _MIDI_HI = 28, 108
 
 
-def _peak_chroma(x: np.ndarray) -> np.ndarray:
-    """(12, T) chroma from semitone-grid spectral peaks (sqrt power, peaks above 10% of the frame maximum)."""
+def _peak_chroma(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(12, T) chroma from semitone-grid spectral peaks (sqrt power, peaks above 10% of the frame maximum), and
+    (12,) bass chroma: per frame, the lowest peak above 25% of the frame maximum."""
     xp = np.pad(x, (N_FFT_LONG // 2, N_FFT_LONG // 2))
     n = 1 + max(0, (len(xp) - N_FFT_LONG) // HOP_LONG)
     chroma = np.zeros((12, n), np.float32)
+    bass = np.zeros(12)
     f = np.fft.rfftfreq(N_FFT_LONG, 1.0 / SR)
     midi = np.full(len(f), -1)
     ok = f > 20
@@ -63,10 +77,14 @@ def _peak_chroma(x: np.ndarray) -> np.ndarray:
         semi = np.stack([P[midi == m].sum(0) for m in range(_MIDI_LO, _MIDI_HI + 1)])   # (81, t)
         X = np.sqrt(semi)
         keep = (X >= np.roll(X, 1, 0)) & (X >= np.roll(X, -1, 0)) & (X > 0.1 * X.max(0, keepdims=True))
+        strong = keep & (X > 0.25 * X.max(0, keepdims=True))
         X = X * keep
         for i in range(X.shape[0]):
             chroma[(i + _MIDI_LO) % 12, t0:t0 + X.shape[1]] += X[i]
-    return chroma
+        has = strong.any(0)
+        low = np.argmax(strong, axis=0)[has]                         # index of the lowest strong peak per frame
+        np.add.at(bass, (low + _MIDI_LO) % 12, X[low, np.flatnonzero(has)])
+    return chroma, bass
 
 
 def _kk(chroma: np.ndarray) -> tuple[float, float]:
@@ -140,10 +158,10 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
     # mode: chroma of spectral peaks on a semitone grid from a long FFT (2.7 Hz bins resolve low notes); peak picking
     # across pitch keeps fundamentals and strong partials, not the smeared skirts (on rendered corpus clips this
     # raised agreement with the score's major/minor from 0.44 to 0.59 Spearman)
-    chroma_t = _peak_chroma(x)                                          # (12, T')
+    chroma_t, bass = _peak_chroma(x)                                    # (12, T'), (12,)
     chroma = chroma_t.sum(1)
     maj, mnr = _kk(chroma)
-    deg = np.zeros(12)
+    deg, tonic = np.zeros(12), 0
     if chroma.sum() > 0 and not np.allclose(chroma, chroma.mean()):
         tonic = int(np.argmax([np.corrcoef(chroma, np.roll(_KK_MAJOR, t))[0, 1] for t in range(12)]))
         deg = np.roll(chroma, -tonic) / chroma.sum()
@@ -163,5 +181,46 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
     return np.array([act.mean(), np.percentile(act, 90), act.std(), onset_rate, float(flux.mean()) if flux.size else 0.0,
                      np.log2(tempo / 100.0), strength, np.log2(centroid[active].mean() + 1.0) if active.any() else 0.0,
                      np.log2(rolloff.mean() + 1.0), float(flat.mean()), float(low), pitch_centroid,
-                     maj, mnr, maj - mnr, major_share, entropy, polyphony, tempo_centroid, *tgram, *deg],
-                    np.float32)
+                     maj, mnr, maj - mnr, major_share, entropy, polyphony, tempo_centroid, *tgram, *deg,
+                     *_tempo_profile(S), *_key_views(chroma_t, bass, tonic)], np.float32)
+
+
+# 40 triangular bands, log-spaced 60 Hz..8 kHz, on the (N_FFT // 2 + 1) STFT bins: a band-wise onset envelope
+_EDGES = np.geomspace(60.0, 8000.0, 42)
+_FREQS = np.fft.rfftfreq(N_FFT, 1.0 / SR)
+_BANDS = np.clip(np.minimum((_FREQS[None] - _EDGES[:-2, None]) / (_EDGES[1:-1, None] - _EDGES[:-2, None]),
+                            (_EDGES[2:, None] - _FREQS[None]) / (_EDGES[2:, None] - _EDGES[1:-1, None])), 0, None)
+_TG_EDGES = np.geomspace(30.0, 480.0, 25)                           # BPM edges of tg_0..tg_23
+_IOI_EDGES = np.geomspace(0.06, 2.0, 13)                            # seconds, edges of ioi_0..ioi_11
+
+
+def _tempo_profile(S: np.ndarray) -> np.ndarray:
+    """(F, T) STFT magnitude -> (37,): tempo-bin autocorrelation peaks, IOI histogram, log2 median IOI."""
+    M = np.log1p(100 * (_BANDS @ S))                                  # (40, T)
+    fl = np.maximum(0, np.diff(M, axis=1)).sum(0)                     # (T-1,) band-wise spectral flux
+    fl = np.maximum(fl - np.convolve(fl, np.ones(16) / 16, mode="same"), 0)   # minus a 0.37-s local mean
+    fps = SR / HOP
+    tg, ioi_hist, ioi_med = np.zeros(24), np.zeros(12), 0.0
+    if len(fl) > 4 and fl.any():
+        env = fl - fl.mean()
+        ac = np.correlate(env, env, "full")[len(env) - 1:]
+        ac = ac / (ac[0] + 1e-9)
+        lags = np.arange(len(ac))
+        bpm = 60 * fps / np.maximum(lags, 1)
+        for b in range(24):
+            m = (bpm >= _TG_EDGES[b]) & (bpm < _TG_EDGES[b + 1]) & (lags >= 1)
+            tg[b] = ac[m].max() if m.any() else 0.0
+        thr = np.convolve(fl, np.ones(9) / 9, "same") + 0.5 * fl.std()
+        onsets = np.flatnonzero((fl > thr) & (fl > np.roll(fl, 1)) & (fl >= np.roll(fl, -1))) / fps
+        ioi = np.diff(onsets)
+        if len(ioi):
+            h, _ = np.histogram(np.clip(ioi, 0.06, 1.99), _IOI_EDGES)
+            ioi_hist, ioi_med = h / h.sum(), float(np.log2(np.median(ioi)))
+    return np.concatenate([tg, ioi_hist, [ioi_med]])
+
+
+def _key_views(chroma_t: np.ndarray, bass: np.ndarray, tonic: int) -> np.ndarray:
+    """(36,): chroma of the first and last 2 s and the bass chroma, each rotated to `tonic` and summing to 1."""
+    k = max(1, int(2 * SR / HOP_LONG))
+    views = (chroma_t[:, :k].sum(1), chroma_t[:, -k:].sum(1), bass)
+    return np.concatenate([np.roll(v, -tonic) / (v.sum() + 1e-9) for v in views])

@@ -1,10 +1,11 @@
-"""Fit the audio VAD regressor on rendered clips of the generator's training data.
+"""Fit the audio VAD estimator on rendered clips of the generator's training data.
 
 For each row (tokens + derived VAD label) the first `clip_s` seconds are rendered with fluidsynth, featurised, and
 cached in <cache>.npz (re-running skips clips already done). Rows come from train.jsonl (fit) and heldout.jsonl
-(held-out works: reported metrics). Ridge alpha is picked on a work-grouped split of the training clips.
+(held-out works: reported metrics). Ridge alphas are picked on a work-grouped split of the training clips.
+--estimator cues (default) fits the v3 CueVAD (boosted trees per cue + the rules), --estimator ridge the v2 RidgeVAD.
 
-    python -m mu_llama.emotion.train_audio --data data/generator/all --n-train 900 --n-heldout 150 \
+    python -m mu_llama.emotion.train_audio --data data/generator/all --n-train 2000 --n-heldout 142 \
         --out mu_llama/assets/emotion
 """
 
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mu_llama.emotion.audio import AXIS_FEATURES, RidgeVAD
-from mu_llama.emotion.features import FEATURE_NAMES, SR, audio_features
+from mu_llama.emotion.audio import AXIS_FEATURES, CUES, CueVAD, RidgeVAD
+from mu_llama.emotion.features import FEATURE_NAMES, N_FEATURES_V2, SR, audio_features
+from mu_llama.emotion.trees import TreeEnsemble
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,53 +95,102 @@ def clip_major_share(rows: list[dict], clip_s: float = 12.0) -> np.ndarray:
     return np.array(out)
 
 
+def clip_cues(row: dict, clip_s: float = 12.0):
+    """MusicCues of the *rendered clip*: the first `clip_s` seconds of the row's notes (None when it has no notes)."""
+    from mu_llama.emotion.targets import FAMILY_POWER, TEXTURE_OF, MusicCues
+    from mu_llama.generate.symbolic import Piece, major_share
+    from mu_llama.generate.tokenizer import Tokenizer
+
+    p = Tokenizer().decode(row["tokens"])
+    notes = [n for n in p.notes if n.onset < clip_s * p.bpm / 60.0]
+    if not notes:
+        return None
+    clip = Piece(notes, bpm=p.bpm, meter=p.meter, program=p.program)
+    f = row["facts"]
+    secs = min(clip_s, max(clip.seconds, 1e-6))
+    return MusicCues(major_share=major_share(clip), tempo_bpm=p.bpm, notes_per_second=len(notes) / secs,
+                     mean_velocity=float(np.mean([n.velocity for n in notes])),
+                     mean_pitch=float(np.mean([n.pitch for n in notes])), texture=TEXTURE_OF[f["texture"]],
+                     family_power=FAMILY_POWER.get(f["family"], 0.0))
+
+
+def text_part(row: dict) -> tuple[float, float, float]:
+    """The caption-text part of a row's label: (vad - 0.8 vad_facts) / 0.2 (mu_llama.generate.data blends exactly so)."""
+    vad, vf = row["vad"], row["vad_facts"]
+    return tuple((vad[a] - 0.8 * vf[a]) / 0.2 for a in ("valence", "arousal", "dominance"))
+
+
 def clip_target(row: dict, clip_s: float = 12.0) -> tuple[float, float, float]:
     """The derived VAD of the *rendered clip*: 0.8 x cue rules on the clip's own notes + 0.2 x the caption's text VAD.
 
     The row's stored label describes the whole excerpt (up to 16 bars), but only its first `clip_s` seconds are
     rendered; at slow tempi that is a third of it, and the clip's score mode agrees with the excerpt's only at 0.65
-    Spearman (held-out works). Labelling the clip with its own facts removes that label noise. The text part is the
-    row's (vad - 0.8 vad_facts) / 0.2 (mu_llama.generate.data blends exactly so)."""
-    from mu_llama.emotion.targets import FAMILY_POWER, TEXTURE_OF, MusicCues, vad_from_cues
-    from mu_llama.generate.symbolic import Piece, major_share
-    from mu_llama.generate.tokenizer import Tokenizer
+    Spearman (held-out works). Labelling the clip with its own facts removes that label noise."""
+    from mu_llama.emotion.targets import vad_from_cues
 
-    p = Tokenizer().decode(row["tokens"])
-    end = clip_s * p.bpm / 60.0
-    notes = [n for n in p.notes if n.onset < end]
-    vad, vf = row["vad"], row.get("vad_facts")
-    if not notes or vf is None:
+    cues, vad = clip_cues(row, clip_s), row["vad"]
+    if cues is None or row.get("vad_facts") is None:
         return vad["valence"], vad["arousal"], vad["dominance"]
-    clip = Piece(notes, bpm=p.bpm, meter=p.meter, program=p.program)
-    f = row["facts"]
-    secs = min(clip_s, max(clip.seconds, 1e-6))
-    cues = MusicCues(major_share=major_share(clip), tempo_bpm=p.bpm, notes_per_second=len(notes) / secs,
-                     mean_velocity=float(np.mean([n.velocity for n in notes])),
-                     mean_pitch=float(np.mean([n.pitch for n in notes])), texture=TEXTURE_OF[f["texture"]],
-                     family_power=FAMILY_POWER.get(f["family"], 0.0))
-    facts = vad_from_cues(cues).as_tuple()
-    axes = ("valence", "arousal", "dominance")
-    text = [(vad[a] - 0.8 * vf[a]) / 0.2 for a in axes]
+    facts, text = vad_from_cues(cues).as_tuple(), text_part(row)
     return tuple(float(np.clip(0.8 * facts[i] + 0.2 * text[i], -1, 1)) for i in range(3))
 
 
-def fit_and_report(Xtr, Ytr, gtr, Xte, Yte, feature_names=FEATURE_NAMES,
-                   axis_features: dict | None = None) -> tuple[RidgeVAD, dict]:
-    # alpha by a work-grouped 80/20 split of the training clips
-    groups = np.array([int(hashlib.sha1(g.encode()).hexdigest(), 16) % 5 for g in gtr])   # stable across runs
+def cue_matrix(rows: list[dict], clip_s: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+    """(C (N, 7) clip cues in audio.CUES order, T (N, 3) text parts) for rows with notes and a facts label; rows
+    without get NaN (the fit skips them)."""
+    C, T = np.full((len(rows), 7), np.nan), np.full((len(rows), 3), np.nan)
+    for i, r in enumerate(rows):
+        c = clip_cues(r, clip_s)
+        if c is None or r.get("vad_facts") is None:
+            continue
+        C[i] = (np.log2(max(c.tempo_bpm, 1.0)), np.log2(max(c.notes_per_second, 0.1)), c.mean_velocity, c.mean_pitch,
+                c.major_share, c.texture, c.family_power)
+        T[i] = text_part(r)
+    return C, T
+
+
+def _pick_alpha(X, y, groups, feature_names, axis_features=None) -> float:
+    """Ridge alpha by a work-grouped 80/20 split of the training clips."""
     best = None
     for alpha in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0):
-        m = RidgeVAD.fit(Xtr[groups != 0], Ytr[groups != 0], alpha, feature_names, axis_features=axis_features)
-        err = float(((m.predict(Xtr[groups == 0]) - Ytr[groups == 0]) ** 2).mean())
+        m = RidgeVAD.fit(X[groups != 0], y[groups != 0], alpha, feature_names, axis_features=axis_features)
+        err = float(((m.predict(X[groups == 0]) - y[groups == 0]) ** 2).mean())
         if best is None or err < best[1]:
             best = (alpha, err)
-    model = RidgeVAD.fit(Xtr, Ytr, best[0], feature_names, axis_features=axis_features)
+    return best[0]
+
+
+def _work_groups(work_ids) -> np.ndarray:
+    return np.array([int(hashlib.sha1(g.encode()).hexdigest(), 16) % 5 for g in work_ids])   # stable across runs
+
+
+def fit_cues(Xtr, rows_tr, gtr, clip_s: float = 12.0, feature_names=FEATURE_NAMES) -> CueVAD:
+    """The v3 estimator: one boosted-tree regressor per cue on the clip's own cues, a ridge for the text part."""
+    C, T = cue_matrix(rows_tr, clip_s)
+    ok = ~np.isnan(C).any(1)
+    X, C, T = Xtr[ok], C[ok], T[ok]
+    trees = {name: TreeEnsemble.fit(X, C[:, j]) for j, name in enumerate(CUES)}
+    groups = _work_groups(np.asarray(gtr)[ok])
+    alpha = _pick_alpha(X, T, groups, feature_names)
+    return CueVAD(tuple(feature_names), trees, RidgeVAD.fit(X, T, alpha, feature_names), {"text_alpha": alpha})
+
+
+def heldout_metrics(model, Xte, Yte) -> dict:
     P = model.predict(Xte)
-    metrics = {"alpha": best[0], "n_train": len(Xtr), "n_heldout": len(Xte)}
+    metrics = {"n_heldout": len(Xte)}
     for a, ax in enumerate(("valence", "arousal", "dominance")):
         metrics[ax] = {"spearman": round(_spearman(P[:, a], Yte[:, a]), 3),
                        "pearson": round(float(np.corrcoef(P[:, a], Yte[:, a])[0, 1]), 3),
                        "mae": round(float(np.abs(P[:, a] - Yte[:, a]).mean()), 3)}
+    return metrics
+
+
+def fit_and_report(Xtr, Ytr, gtr, Xte, Yte, feature_names=FEATURE_NAMES,
+                   axis_features: dict | None = None) -> tuple[RidgeVAD, dict]:
+    """The v2 ridge estimator and its held-out metrics."""
+    alpha = _pick_alpha(Xtr, Ytr, _work_groups(gtr), feature_names, axis_features)
+    model = RidgeVAD.fit(Xtr, Ytr, alpha, feature_names, axis_features=axis_features)
+    metrics = {"alpha": alpha, "n_train": len(Xtr), **heldout_metrics(model, Xte, Yte)}
     return model, metrics
 
 
@@ -155,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="label clips with the whole excerpt's VAD (the v1 behaviour) instead of the clip's own")
     ap.add_argument("--all-features-for-valence", dest="axis_features", action="store_false",
                     help="fit valence on every feature (v1) instead of audio.AXIS_FEATURES")
-    ap.add_argument("--n-features", type=int, default=len(FEATURE_NAMES),
-                    help="use the first N features (18 = the v1 set, for a before/after comparison)")
+    ap.add_argument("--n-features", type=int, default=None,
+                    help=f"use the first N features (default: all {len(FEATURE_NAMES)} for cues, {N_FEATURES_V2} "
+                         "(the v2 set) for ridge; 18 = the v1 set)")
+    ap.add_argument("--estimator", choices=("cues", "ridge"), default="cues",
+                    help="cues: v3, boosted trees per cue + the rules (default); ridge: v2, features -> VAD directly")
     a = ap.parse_args(argv)
     d = Path(a.data)
     rng = np.random.default_rng(a.seed)
@@ -169,19 +223,29 @@ def main(argv: list[str] | None = None) -> int:
     tr, te = pick("train.jsonl", a.n_train), pick("heldout.jsonl", a.n_heldout)
     Xtr, Ytr, gtr = featurise_rows(tr, d / "audio_clips_train.npz", a.clip_s, clip_targets=a.clip_targets)
     Xte, Yte, _ = featurise_rows(te, d / "audio_clips_heldout.npz", a.clip_s, clip_targets=a.clip_targets)
-    nf = a.n_features
+    nf = a.n_features or (len(FEATURE_NAMES) if a.estimator == "cues" else N_FEATURES_V2)
     axis = AXIS_FEATURES if a.axis_features else None
-    model, metrics = fit_and_report(Xtr[:, :nf], Ytr, gtr, Xte[:, :nf], Yte, FEATURE_NAMES[:nf], axis)
+    if a.estimator == "cues":
+        model = fit_cues(Xtr[:, :nf], tr, gtr, a.clip_s, FEATURE_NAMES[:nf])
+        metrics = {"n_train": len(Xtr), **heldout_metrics(model, Xte[:, :nf], Yte)}
+        C, _ = cue_matrix(te, a.clip_s)
+        ok = ~np.isnan(C).any(1)
+        Ph = model.predict_cues(Xte[:, :nf])
+        metrics["cues_spearman"] = {c: round(_spearman(Ph[ok, j], C[ok, j]), 3) for j, c in enumerate(CUES)}
+    else:
+        model, metrics = fit_and_report(Xtr[:, :nf], Ytr, gtr, Xte[:, :nf], Yte, FEATURE_NAMES[:nf], axis)
     P = model.predict(Xte[:, :nf])
     score_major = np.array([r["facts"]["major_share"] for r in te])
     metrics["valence_vs_score_major_share_spearman"] = round(_spearman(P[:, 0], score_major), 3)
     metrics["valence_vs_clip_score_major_share_spearman"] = round(_spearman(P[:, 0], clip_major_share(te, a.clip_s)), 3)
     metrics["arousal_vs_score_tempo_spearman"] = round(_spearman(P[:, 1], np.array([r["facts"]["tempo_bpm"] for r in te])), 3)
-    model.info = {"metrics_heldout_works": metrics, "features": list(FEATURE_NAMES[:nf]), "clip_s": a.clip_s,
+    model.info = {**model.info, "estimator": a.estimator, "metrics_heldout_works": metrics, "features": list(FEATURE_NAMES[:nf]), "clip_s": a.clip_s,
                   "targets": ("0.8 vad_from_cues(facts of the rendered clip's notes) + 0.2 vad_from_text(caption): "
                               "derived, not annotated" if a.clip_targets else
                               "0.8 vad_from_cues(facts of the whole excerpt) + 0.2 vad_from_text(caption)"),
-                  "data": str(d), "sample_rate": SR, "axis_features": axis}
+                  "data": str(d), "sample_rate": SR, "axis_features": axis if a.estimator == "ridge" else None,
+                  "trees": "sklearn HistGradientBoostingRegressor, 300 rounds, learning rate 0.05, 15 leaves"
+                  if a.estimator == "cues" else None}
     model.save(a.out)
     print(json.dumps(metrics, indent=1))
     return 0

@@ -28,7 +28,7 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.generate.api import DEFAULT_PERFORMANCE, EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.performance import PerformanceOptions
-from mu_llama.generate.sampling import SamplingOptions
+from mu_llama.generate.sampling import MODE_CONTROLS, SamplingOptions
 from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
 
 GRID_TEXT = "A short instrumental piece."
@@ -46,10 +46,11 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
                  performance: PerformanceOptions | None = DEFAULT_PERFORMANCE) -> list[dict]:
     from tqdm import tqdm
 
-    from mu_llama.emotion.audio import default_regressor, vad_from_wave
+    from mu_llama.emotion.audio import CueVAD, default_regressor
     from mu_llama.emotion.features import SR, audio_features
 
     reg = default_regressor()
+    nf = len(reg.feature_names)
     vals = np.linspace(-0.8, 0.8, levels)
     rows = []
     for i, (v, a, d) in enumerate(tqdm(list(itertools.product(vals, vals, vals)), disable=not progress, desc="grid")):
@@ -57,10 +58,12 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
         out = gen.generate(Conditioning(text, req), duration, SamplingOptions(**{**opts.__dict__, "seed": i}),
                            performance)
         wave = out.audio(SR)
-        feats = audio_features(wave, SR)
-        m = vad_from_wave(wave, SR, reg)
+        feats = audio_features(wave, SR)                                 # (F,)
+        measured = reg.predict(feats[None, :nf])[0]
         st = piece_stats(out.piece)
-        rows.append({"requested": req.as_tuple(), "measured": m.as_tuple(),
+        rows.append({"requested": req.as_tuple(), "measured": [float(x) for x in measured],
+                     "audio_cues": reg.predict_cues(feats[None, :nf])[0].tolist() if isinstance(reg, CueVAD) else None,
+                     "features": [float(x) for x in feats],     # lets other estimators be scored on the same audio
                      "rms_db": float(feats[0]), "major_share": st["major_share"], "bpm": st["bpm"],
                      "mean_velocity": st["mean_velocity"], "mean_pitch": st["mean_pitch"],
                      "notes_per_second": st["notes_per_second"], "program": st["program"], "n_notes": st["n_notes"],
@@ -355,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/generator/all", help="training data (for the copying check)")
     ap.add_argument("--no-performance", action="store_true", help="grid without the arousal performance layer")
     ap.add_argument("--mode-prior", type=float, default=None, help="override SamplingOptions.mode_prior")
+    ap.add_argument("--mode-control", choices=MODE_CONTROLS, default=None, help="override SamplingOptions.mode_control")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
     ap.add_argument("--examples-out", default="examples/generated")
     ap.add_argument("--text-adherence", metavar="MODEL", default=None,
@@ -369,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     res_path = out_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     if "grid" not in a.skip:
-        opts = SamplingOptions() if a.mode_prior is None else SamplingOptions(mode_prior=a.mode_prior)
+        opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control))
+                                  if v is not None})
         rows = emotion_grid(gen, a.levels, a.duration, opts=opts,
                             performance=None if a.no_performance else PerformanceOptions())
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))

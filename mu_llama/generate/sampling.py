@@ -23,6 +23,7 @@ from mu_llama.generate.tokenizer import HEADER_KINDS, TICKS_PER_BEAT, Tokenizer,
 
 NEG = float("-inf")
 KEY_CONSTRAINTS = ("scale", "none")
+MODE_CONTROLS = ("set", "prior")
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}   # minor: natural + raised 7th
 THIRDS = {"major": 4, "minor": 3}     # the mode-defining degree
 # Scale-degree weights (semitones above the tonic -> multiple of `triad_bias`, added to the log-probability).
@@ -60,10 +61,15 @@ class SamplingOptions:
     # Control tokens (the header: tempo, dynamics, mode, ...) are sampled at this temperature (body at `temperature`):
     # a sharper draw of the controls makes the requested conditioning decide them more reliably.
     header_temperature: float = 1.0
-    # Mode prior: at the MODE header slot, add mode_prior * valence (major) / -mode_prior * valence (minor) to the
-    # guided log-probabilities. Valence <- mode is the first cue rule (mu_llama.emotion.targets); the 1M-parameter LM
-    # lets earlier header tokens override it (e.g. it writes minor for valence +0.8 when dominance is high and it has
-    # chosen a low register). 0 = the model's own choice.
+    # Mode control at the MODE header slot when a VAD is given. Valence <- mode is the first cue rule
+    # (mu_llama.emotion.targets), and the 1M-parameter LM follows it loosely: earlier header tokens override it (minor
+    # for valence +0.8 once it has chosen a low register), and at valence 0 it writes minor every time.
+    #   "set"   (default): P(major) = sigmoid(mode_prior * valence), the model's own preference dropped: valence 0 is
+    #           an even draw, +-0.4 gives 92% / 8% major, +-0.8 99% / 1%.
+    #   "prior": add +-mode_prior * valence to the guided log-probabilities of major / minor (the model keeps its own
+    #           bias: at valence 0 the prior is 0).
+    # mode_prior 0 = the model's own choice in both.
+    mode_control: str = "set"
     mode_prior: float = 6.0
 
     def __post_init__(self):
@@ -71,6 +77,10 @@ class SamplingOptions:
             from mu_llama.errors import choice_error
 
             raise choice_error("key_constraint", self.key_constraint, KEY_CONSTRAINTS)
+        if self.mode_control not in MODE_CONTROLS:
+            from mu_llama.errors import choice_error
+
+            raise choice_error("mode_control", self.mode_control, MODE_CONTROLS)
         if self.guidance_scale < 0:
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.temperature <= 0:
@@ -239,7 +249,13 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
             m = m & ~gram.kind_mask["EOS"]
         lp = lp.masked_fill(~m, NEG)
         if control_vad is not None and opts.mode_prior and gram.n == 1 + HEADER_KINDS.index("MODE"):
-            lp = lp + mode_bias * (opts.mode_prior * float(control_vad[0]))
+            push = opts.mode_prior * float(control_vad[0])
+            if opts.mode_control == "set":          # log-odds(major : minor) := push, nothing else allowed
+                major, minor = torch.nn.functional.logsigmoid(torch.tensor([push, -push]))
+                lp = torch.full_like(lp, NEG)
+                lp[mode_bias > 0], lp[mode_bias < 0] = major, minor
+            else:
+                lp = lp + mode_bias * push
         if opts.key_constraint == "scale" and gram.last_kind in ("POS", "VEL", "DUR"):
             if (bias := gram.pitch_bias(opts.triad_bias, opts.strong_beat_factor)) is not None:
                 biased = lp + bias

@@ -89,7 +89,7 @@ def _vad_method() -> str | None:
 
         default_regressor()
         h = hashlib.sha256()
-        for f in sorted(Path(ASSET_DIR).glob("audio_vad.*")):
+        for f in sorted(Path(ASSET_DIR).glob("audio_vad*")):
             h.update(f.read_bytes())
         return f"audio:{h.hexdigest()[:12]}"
     except Exception:  # noqa: BLE001 - package, features or checkpoint missing: fall back
