@@ -136,3 +136,18 @@ def test_fact_agreement_scores_family_tempo_and_mode():
     got = fact_agreement("A slow, sad piano piece in a minor key.", "A fast organ piece in a minor key.")
     assert got == {"family": False, "tempo_class": False, "mode": True}
     assert fact_agreement("hello", "A fast piano piece.") == {"family": None, "tempo_class": None, "mode": None}
+
+
+def test_tempo_prior_puts_the_header_tempo_at_the_rules_tempo_for_the_requested_arousal(gen, tok):
+    from mu_llama.generate.tokenizer import tempo_to_bin
+
+    for a in (-0.8, 0.0, 0.8):
+        want = tempo_to_bin(100.0 * 2 ** (0.9 * a))
+        for seed in range(3):
+            out = gen.generate(Conditioning("x", VAD(0.0, a, -0.5)), 1.0, SamplingOptions(seed=seed, tempo_prior_bins=0.05))
+            assert tok.parse_header(out.tokens).tempo_bin == want
+    c = Conditioning("x")                                            # no VAD: no prior, the model's own tempo
+    assert gen.generate(c, 1.0, SamplingOptions(seed=2, tempo_prior_bins=0.05)).tokens == \
+        gen.generate(c, 1.0, SamplingOptions(seed=2, tempo_prior_bins=0.0)).tokens
+    with pytest.raises(ConfigError, match="tempo_prior_bins"):
+        SamplingOptions(tempo_prior_bins=-1.0)

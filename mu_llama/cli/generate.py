@@ -36,6 +36,8 @@ def add_parser(subparsers) -> None:
                    help="strength of valence -> major/minor at the mode header (default: model's; 0 = off)")
     p.add_argument("--mode-control", default=None, metavar="{set,prior}",
                    help="set: P(major) = sigmoid(mode_prior x valence) (default); prior: add it to the model's odds")
+    p.add_argument("--tempo-prior-bins", type=float, default=None,
+                   help="width (tempo bins) of the arousal -> tempo prior at the tempo header (default 1; 0 = off)")
     p.add_argument("--no-performance", action="store_true",
                    help="play the score as sampled (no arousal -> dynamics/articulation performance rules)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -68,7 +70,8 @@ def run(args) -> int:
     opts = SamplingOptions(seed=args.seed, **gen.model.config.info.get("sampling_defaults", {}))
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
                                    ("top_k", args.top_k), ("mode_prior", args.mode_prior),
-                                   ("mode_control", args.mode_control)) if v is not None}
+                                   ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins))
+                 if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)
     out = gen.generate(cond, duration=args.duration, options=opts,

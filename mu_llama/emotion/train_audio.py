@@ -36,10 +36,7 @@ def render_rows(rows: list[dict], cache: Path, clip_s: float = 12.0, progress: b
     from tqdm import tqdm
 
     from mu_llama.generate.render import render_piece
-    from mu_llama.generate.symbolic import Piece
-    from mu_llama.generate.tokenizer import Tokenizer
 
-    tok = Tokenizer()
     done: dict[str, np.ndarray] = {}
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
@@ -47,10 +44,7 @@ def render_rows(rows: list[dict], cache: Path, clip_s: float = 12.0, progress: b
     keys = [row_key(r, i) for i, r in enumerate(rows)]
     todo = [i for i, k in enumerate(keys) if k not in done]
     for n, i in enumerate(tqdm(todo, desc="render", disable=not progress)):
-        p = tok.decode(rows[i]["tokens"])
-        end = clip_s * p.bpm / 60.0
-        clip = Piece([x for x in p.notes if x.onset < end], bpm=p.bpm, meter=p.meter, program=p.program)
-        w = render_piece(clip, sample_rate=SR, duration=clip_s)
+        w = render_piece(clip_piece(rows[i], clip_s), sample_rate=SR, duration=clip_s)
         done[keys[i]] = np.clip(np.round(w * 32767), -32768, 32767).astype(np.int16)
         if (n + 1) % 100 == 0 or n + 1 == len(todo):
             ks = list(done)
@@ -59,7 +53,29 @@ def render_rows(rows: list[dict], cache: Path, clip_s: float = 12.0, progress: b
 
 
 def row_key(r: dict, i: int) -> str:
-    return f"{r['work_id']}|{r['excerpt']}|{i}"
+    key = f"{r['work_id']}|{r['excerpt']}|{i}"
+    return key if r.get("perform_arousal") is None else f"{key}|perf{r['perform_arousal']:+.3f}"
+
+
+def clip_piece(row: dict, clip_s: float = 12.0):
+    """The row's first `clip_s` seconds as a Piece; a row with "perform_arousal" is played through the generator's
+    performance layer at that arousal (velocity, accents, articulation: mu_llama.generate.performance)."""
+    from mu_llama.generate.performance import perform
+    from mu_llama.generate.symbolic import Piece
+    from mu_llama.generate.tokenizer import Tokenizer
+
+    p = Tokenizer().decode(row["tokens"])
+    clip = Piece([n for n in p.notes if n.onset < clip_s * p.bpm / 60.0], bpm=p.bpm, meter=p.meter, program=p.program)
+    return perform(clip, row.get("perform_arousal"))
+
+
+def performed_copies(rows: list[dict], seed: int = 0) -> list[dict]:
+    """Each row again, played at a random arousal in [-1, 1] by the performance layer (augmentation: staccato /
+    legato and accents change how loud and how fast a clip sounds without changing its notated tempo, and the
+    generator plays its scores so; an estimator trained on deadpan renderings only hears performed staccato as
+    slower and quieter)."""
+    rng = np.random.default_rng(seed + 1)
+    return [dict(r, perform_arousal=round(float(a), 3)) for r, a in zip(rows, rng.uniform(-1, 1, len(rows)))]
 
 
 def featurise_rows(rows: list[dict], cache: Path, clip_s: float = 12.0, progress: bool = True,
@@ -96,19 +112,18 @@ def clip_major_share(rows: list[dict], clip_s: float = 12.0) -> np.ndarray:
 
 
 def clip_cues(row: dict, clip_s: float = 12.0):
-    """MusicCues of the *rendered clip*: the first `clip_s` seconds of the row's notes (None when it has no notes)."""
+    """MusicCues of the *rendered clip* (clip_piece: its first `clip_s` seconds, performed when the row says so);
+    None when it has no notes."""
     from mu_llama.emotion.targets import FAMILY_POWER, TEXTURE_OF, MusicCues
-    from mu_llama.generate.symbolic import Piece, major_share
-    from mu_llama.generate.tokenizer import Tokenizer
+    from mu_llama.generate.symbolic import major_share
 
-    p = Tokenizer().decode(row["tokens"])
-    notes = [n for n in p.notes if n.onset < clip_s * p.bpm / 60.0]
+    clip = clip_piece(row, clip_s)
+    notes = clip.notes
     if not notes:
         return None
-    clip = Piece(notes, bpm=p.bpm, meter=p.meter, program=p.program)
     f = row["facts"]
     secs = min(clip_s, max(clip.seconds, 1e-6))
-    return MusicCues(major_share=major_share(clip), tempo_bpm=p.bpm, notes_per_second=len(notes) / secs,
+    return MusicCues(major_share=major_share(clip), tempo_bpm=clip.bpm, notes_per_second=len(notes) / secs,
                      mean_velocity=float(np.mean([n.velocity for n in notes])),
                      mean_pitch=float(np.mean([n.pitch for n in notes])), texture=TEXTURE_OF[f["texture"]],
                      family_power=FAMILY_POWER.get(f["family"], 0.0))
@@ -209,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-features", type=int, default=None,
                     help=f"use the first N features (default: all {len(FEATURE_NAMES)} for cues, {N_FEATURES_V2} "
                          "(the v2 set) for ridge; 18 = the v1 set)")
+    ap.add_argument("--perform-augment", action="store_true",
+                    help="add a copy of every training clip played by the performance layer at a random arousal "
+                         "(held-out metrics are then also reported on performed held-out clips)")
     ap.add_argument("--estimator", choices=("cues", "ridge"), default="cues",
                     help="cues: v3, boosted trees per cue + the rules (default); ridge: v2, features -> VAD directly")
     a = ap.parse_args(argv)
@@ -223,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     tr, te = pick("train.jsonl", a.n_train), pick("heldout.jsonl", a.n_heldout)
     Xtr, Ytr, gtr = featurise_rows(tr, d / "audio_clips_train.npz", a.clip_s, clip_targets=a.clip_targets)
     Xte, Yte, _ = featurise_rows(te, d / "audio_clips_heldout.npz", a.clip_s, clip_targets=a.clip_targets)
+    if a.perform_augment:
+        Xp, Yp, gp = featurise_rows(performed_copies(tr, a.seed), d / "audio_clips_train_perf.npz", a.clip_s)
+        Xtr, Ytr, gtr = np.concatenate([Xtr, Xp]), np.concatenate([Ytr, Yp]), list(gtr) + list(gp)
+        tr = tr + performed_copies(tr, a.seed)
+        te_perf = performed_copies(te, a.seed + 1)
+        Xtp, Ytp, _ = featurise_rows(te_perf, d / "audio_clips_heldout_perf.npz", a.clip_s)
     nf = a.n_features or (len(FEATURE_NAMES) if a.estimator == "cues" else N_FEATURES_V2)
     axis = AXIS_FEATURES if a.axis_features else None
     if a.estimator == "cues":
@@ -234,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         metrics["cues_spearman"] = {c: round(_spearman(Ph[ok, j], C[ok, j]), 3) for j, c in enumerate(CUES)}
     else:
         model, metrics = fit_and_report(Xtr[:, :nf], Ytr, gtr, Xte[:, :nf], Yte, FEATURE_NAMES[:nf], axis)
+    if a.perform_augment:
+        metrics["performed_heldout"] = heldout_metrics(model, Xtp[:, :nf], Ytp)
+        if a.estimator == "cues":
+            C, _ = cue_matrix(te_perf, a.clip_s)
+            ok = ~np.isnan(C).any(1)
+            Ph = model.predict_cues(Xtp[:, :nf])
+            metrics["performed_heldout"]["cues_spearman"] = {c: round(_spearman(Ph[ok, j], C[ok, j]), 3)
+                                                             for j, c in enumerate(CUES)}
     P = model.predict(Xte[:, :nf])
     score_major = np.array([r["facts"]["major_share"] for r in te])
     metrics["valence_vs_score_major_share_spearman"] = round(_spearman(P[:, 0], score_major), 3)
@@ -243,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                   "targets": ("0.8 vad_from_cues(facts of the rendered clip's notes) + 0.2 vad_from_text(caption): "
                               "derived, not annotated" if a.clip_targets else
                               "0.8 vad_from_cues(facts of the whole excerpt) + 0.2 vad_from_text(caption)"),
-                  "data": str(d), "sample_rate": SR, "axis_features": axis if a.estimator == "ridge" else None,
+                  "data": str(d), "sample_rate": SR, "perform_augment": a.perform_augment, "axis_features": axis if a.estimator == "ridge" else None,
                   "trees": "sklearn HistGradientBoostingRegressor, 300 rounds, learning rate 0.05, 15 leaves"
                   if a.estimator == "cues" else None}
     model.save(a.out)

@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-performance", action="store_true", help="grid without the arousal performance layer")
     ap.add_argument("--mode-prior", type=float, default=None, help="override SamplingOptions.mode_prior")
     ap.add_argument("--mode-control", choices=MODE_CONTROLS, default=None, help="override SamplingOptions.mode_control")
+    ap.add_argument("--tempo-prior-bins", type=float, default=None,
+                    help="override SamplingOptions.tempo_prior_bins (0 = the model's own tempo)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
     ap.add_argument("--examples-out", default="examples/generated")
     ap.add_argument("--text-adherence", metavar="MODEL", default=None,
@@ -373,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     res_path = out_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     if "grid" not in a.skip:
-        opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control))
-                                  if v is not None})
+        opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control),
+                                                    ("tempo_prior_bins", a.tempo_prior_bins)) if v is not None})
         rows = emotion_grid(gen, a.levels, a.duration, opts=opts,
                             performance=None if a.no_performance else PerformanceOptions())
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))

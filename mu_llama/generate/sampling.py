@@ -12,6 +12,7 @@ crops look, so long pieces keep going with their header (tempo, mode, ...) in vi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,13 @@ class SamplingOptions:
     # mode_prior 0 = the model's own choice in both.
     mode_control: str = "set"
     mode_prior: float = 6.0
+    # Tempo prior at the TEMPO header slot when a VAD is given: arousal <- tempo is the first arousal cue rule, whose
+    # tempo cue is log2(bpm / 100) / 0.9 (mu_llama.emotion.targets.cue_values). The bins' log-probabilities get
+    # -0.5 * (distance to that rule's tempo for the requested arousal, 100 * 2 ** (0.9 * arousal) BPM, in bins /
+    # tempo_prior_bins) ** 2 added: a Gaussian of width tempo_prior_bins bins (1 bin = 0.16 octave). Without it the
+    # LM lets dominance move tempo (median 156 BPM at dominance -0.8 vs 63 at +0.8), which the rules do not.
+    # 0 = the model's own tempo.
+    tempo_prior_bins: float = 1.0
 
     def __post_init__(self):
         if self.key_constraint not in KEY_CONSTRAINTS:
@@ -85,8 +93,10 @@ class SamplingOptions:
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.header_temperature <= 0 or self.strong_beat_factor < 0 or self.mode_prior < 0:
-            raise ConfigError("header_temperature must be > 0; strong_beat_factor and mode_prior >= 0")
+        if self.header_temperature <= 0 or self.strong_beat_factor < 0 or self.mode_prior < 0 \
+                or self.tempo_prior_bins < 0:
+            raise ConfigError("header_temperature must be > 0; strong_beat_factor, mode_prior and tempo_prior_bins "
+                              ">= 0")
         if self.top_k < 0 or self.max_tokens < 16:
             raise ConfigError("top_k must be >= 0 and max_tokens >= 16")
 
@@ -241,6 +251,13 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
     caches, logits, cur = prefill(ids)
     mode_bias = torch.zeros(len(tok))                 # +1 major, -1 minor (times mode_prior * valence)
     mode_bias[tok.index["MODE_major"]], mode_bias[tok.index["MODE_minor"]] = 1.0, -1.0
+    tempo_ids = torch.tensor([tok.index[f"TEMPO_{i}"] for i in range(len(tempo_bins()))])
+    tempo_bias = None                                  # (N_TEMPO,) Gaussian prior around the rule's tempo for arousal
+    if control_vad is not None and opts.tempo_prior_bins:
+        log_bins = torch.tensor(np.log2(tempo_bins()))
+        target = math.log2(100.0) + 0.9 * float(control_vad[1])
+        step = float(log_bins[1] - log_bins[0])
+        tempo_bias = -0.5 * ((log_bins - target) / (step * opts.tempo_prior_bins)) ** 2
     body_start = None                                  # index in ids of the first BAR
     while len(ids) < opts.max_tokens:
         lp = guided_logprobs(logits[0], logits[1] if use_u else None, opts.guidance_scale)
@@ -256,6 +273,8 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
                 lp[mode_bias > 0], lp[mode_bias < 0] = major, minor
             else:
                 lp = lp + mode_bias * push
+        if tempo_bias is not None and gram.n == 1 + HEADER_KINDS.index("TEMPO"):
+            lp = lp.index_add(0, tempo_ids, tempo_bias.to(lp.dtype))
         if opts.key_constraint == "scale" and gram.last_kind in ("POS", "VEL", "DUR"):
             if (bias := gram.pitch_bias(opts.triad_bias, opts.strong_beat_factor)) is not None:
                 biased = lp + bias
