@@ -18,7 +18,7 @@ import sys
 FLAGS: dict[str, tuple[type, str]] = {
     "corpus": (str, "corpus folder (manifests/<split>.jsonl) [data/corpus]"),
     "out": (str, "run folder: checkpoints/, final/, log.jsonl, curves.png [runs/mini]"),
-    "feature_cache": (str, "feature cache root [<out>/../features]"),
+    "feature_cache": (str, "feature cache root [training: <out>/../features; --predict: $MU_LLAMA_CACHE/features]"),
     "stage1_steps": (int, "optimizer steps of stage 1 (adapter, prefix, gates)"),
     "stage2_steps": (int, "optimizer steps of stage 2 (LoRA + bias/norm)"),
     "batch_size": (int, "examples per micro-batch"),

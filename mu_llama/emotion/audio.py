@@ -104,9 +104,10 @@ class RidgeVAD:
             raise CheckpointError(js, f"unreadable regressor metadata ({e})") from None
         try:
             t = load_file(str(st))
-            _ = [t[k] for k in ("mean", "std", "weight", "bias")]
-        except (KeyError, OSError, SafetensorError) as e:
+        except (OSError, SafetensorError) as e:
             raise CheckpointError(st, f"malformed regressor tensors ({e})") from None
+        if missing := {"mean", "std", "weight", "bias"} - set(t):
+            raise CheckpointError(st, f"missing regressor tensors {sorted(missing)}")
         if names != FEATURE_NAMES[: len(names)] or t["weight"].shape != (len(names), 3):
             raise CheckpointError(st, f"feature set {names} does not match this version's {FEATURE_NAMES}")
         return cls(names, t["mean"], t["std"], t["weight"], t["bias"], meta.get("info", {}))

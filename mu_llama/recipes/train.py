@@ -726,7 +726,7 @@ def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_pat
     encoder features (the cache is filled for the split first; resumable). shard=(k, n) predicts clips k, k+n, ...
     only (n processes share a CPU; fill the cache once with shard (0, 1) and qa="none" first, or the writers race)."""
     from mu_llama.eval.data import Prediction, write_predictions
-    from mu_llama.llm import LLMOptions
+    from mu_llama.llm import LLMOptions, cache_dir
     from mu_llama.model import MuLlama
 
     model = MuLlama.from_pretrained(model_dir, LLMOptions(device=device))
@@ -734,7 +734,8 @@ def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_pat
     if not 0 <= k < n:
         raise ConfigError(f"invalid shard {k}/{n}: need 0 <= K < N")
     clips = read_clips(corpus, split, limit)
-    root = Path(feature_cache) if feature_cache else Path(model_dir).parent / "features"
+    # default: the user cache, never beside the model (a bundled model's parent is the installed package's assets)
+    root = Path(feature_cache) if feature_cache else cache_dir() / "features"
     cache = open_cache(model, root)
     if n == 1:
         cache.build(model, [(c.id, c.audio) for c in clips], batch_size=batch_size, progress=progress)
