@@ -88,29 +88,36 @@ class RidgeVAD:
 
     @classmethod
     def load(cls, directory: str | Path = ASSET_DIR, name: str = "audio_vad") -> "RidgeVAD":
-        from safetensors.numpy import load_file
-
-        d = Path(directory)
-        st, js = d / f"{name}.safetensors", d / f"{name}.json"
-        if not st.is_file() or not js.is_file():
-            raise CheckpointError(d, f"no audio VAD regressor ({name}.json + {name}.safetensors); "
-                                     "train one with `python -m mu_llama.emotion.train_audio`")
-        from safetensors import SafetensorError
-
-        try:
-            meta = json.loads(js.read_text())
-            names = tuple(meta["feature_names"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(js, f"unreadable regressor metadata ({e})") from None
-        try:
-            t = load_file(str(st))
-        except (OSError, SafetensorError) as e:
-            raise CheckpointError(st, f"malformed regressor tensors ({e})") from None
+        meta, names, t, st = _read_checkpoint(directory, name, "audio VAD regressor")
         if missing := {"mean", "std", "weight", "bias"} - set(t):
             raise CheckpointError(st, f"missing regressor tensors {sorted(missing)}")
-        if names != FEATURE_NAMES[: len(names)] or t["weight"].shape != (len(names), 3):
-            raise CheckpointError(st, f"feature set {names} does not match this version's {FEATURE_NAMES}")
+        if t["weight"].shape != (len(names), 3):
+            raise CheckpointError(st, f"weights {t['weight'].shape} do not match the feature set ({len(names)}, 3)")
         return cls(names, t["mean"], t["std"], t["weight"], t["bias"], meta.get("info", {}))
+
+
+def _read_checkpoint(directory: str | Path, name: str, what: str) -> tuple[dict, tuple[str, ...], dict, Path]:
+    """<name>.json + <name>.safetensors -> (metadata, feature names, tensors, safetensors path); every problem is a
+    CheckpointError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    d = Path(directory)
+    st, js = d / f"{name}.safetensors", d / f"{name}.json"
+    if not st.is_file() or not js.is_file():
+        raise CheckpointError(d, f"no {what} ({name}.json + {name}.safetensors); "
+                                 "train one with `python -m mu_llama.emotion.train_audio`")
+    try:
+        meta = json.loads(js.read_text())
+        names = tuple(meta["feature_names"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(js, f"unreadable {what} metadata ({e})") from None
+    if names != FEATURE_NAMES[: len(names)]:
+        raise CheckpointError(js, f"feature set {names} does not match this version's {FEATURE_NAMES}")
+    try:
+        return meta, names, load_file(str(st)), st
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(st, f"malformed {what} tensors ({e})") from None
 
 
 # What CueVAD reads from the sound, in MusicCues units (tempo and density as log2, so the trees see octave steps evenly).
@@ -162,31 +169,17 @@ class CueVAD:
 
     @classmethod
     def load(cls, directory: str | Path = ASSET_DIR, name: str = "audio_vad_cues") -> "CueVAD":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        d = Path(directory)
-        st, js = d / f"{name}.safetensors", d / f"{name}.json"
-        if not st.is_file() or not js.is_file():
-            raise CheckpointError(d, f"no cue VAD estimator ({name}.json + {name}.safetensors); "
-                                     "train one with `python -m mu_llama.emotion.train_audio`")
+        meta, names, t, st = _read_checkpoint(directory, name, "cue VAD estimator")
+        if tuple(meta.get("cues", ())) != CUES:
+            raise CheckpointError(st.with_suffix(".json"), f"cues {meta.get('cues')} do not match this version's {CUES}")
         try:
-            meta = json.loads(js.read_text())
-            names, cues = tuple(meta["feature_names"]), tuple(meta["cues"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(js, f"unreadable estimator metadata ({e})") from None
-        if names != FEATURE_NAMES[: len(names)] or cues != CUES:
-            raise CheckpointError(js, f"feature set / cues do not match this version's ({len(FEATURE_NAMES)} "
-                                      f"features, cues {CUES})")
-        try:
-            t = load_file(str(st))
             trees = {c: TreeEnsemble.from_tensors(t, f"cue.{c}") for c in CUES}
             if any((tr.feature >= len(names)).any() for tr in trees.values()):
                 raise ValueError("a split on a feature index past the feature set")
             text = RidgeVAD(names, t["text.mean"], t["text.std"], t["text.weight"], t["text.bias"], {})
             if text.weight.shape != (len(names), 3):
                 raise ValueError(f"text weights {text.weight.shape}, expected {(len(names), 3)}")
-        except (KeyError, ValueError, OSError, SafetensorError) as e:
+        except (KeyError, ValueError) as e:
             raise CheckpointError(st, f"malformed estimator tensors ({e})") from None
         return cls(names, trees, text, meta.get("info", {}))
 

@@ -107,7 +107,6 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
         x = np.pad(x, (0, SR // 2 - len(x)))
     S = _stft_mag(x)                                                  # (F, T)
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
-    T = S.shape[1]
     secs = len(x) / SR
     power = (S ** 2).sum(0) / N_FFT                                   # (T,)
     rms_db = 10 * np.log10(power + 1e-10)
