@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mu_llama.errors import ConfigError
+from mu_llama.errors import ConfigError, choice_error
 from mu_llama.generate.model import MusicTokenLM
 from mu_llama.generate.tokenizer import HEADER_KINDS, TICKS_PER_BEAT, Tokenizer, tempo_bins
 
@@ -82,12 +82,8 @@ class SamplingOptions:
 
     def __post_init__(self):
         if self.key_constraint not in KEY_CONSTRAINTS:
-            from mu_llama.errors import choice_error
-
             raise choice_error("key_constraint", self.key_constraint, KEY_CONSTRAINTS)
         if self.mode_control not in MODE_CONTROLS:
-            from mu_llama.errors import choice_error
-
             raise choice_error("mode_control", self.mode_control, MODE_CONTROLS)
         if self.guidance_scale < 0:
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
