@@ -120,7 +120,7 @@ def _read_checkpoint(directory: str | Path, name: str, what: str) -> tuple[dict,
         raise CheckpointError(st, f"malformed {what} tensors ({e})") from None
 
 
-# What CueVAD reads from the sound, in MusicCues units (tempo and density as log2, so the trees see octave steps evenly).
+# What CueVAD reads from the sound, in MusicCues units (tempo and density as log2: trees see octave steps evenly).
 CUES = ("tempo_log2", "density_log2", "mean_velocity", "mean_pitch", "major_share", "texture", "family_power")
 
 
@@ -128,9 +128,9 @@ def cues_to_vad(C: np.ndarray) -> np.ndarray:
     """(N, 7) cue rows (CUES order) -> (N, 3) VAD by the documented rules (values clipped to their ranges first)."""
     out = []
     for t, d, vel, pitch, major, texture, power in np.asarray(C, np.float64):
-        cues = MusicCues(major_share=float(np.clip(major, 0, 1)), tempo_bpm=float(2 ** t), notes_per_second=float(2 ** d),
-                         mean_velocity=float(vel), mean_pitch=float(pitch), texture=float(np.clip(texture, -1, 1)),
-                         family_power=float(np.clip(power, -1, 1)))
+        cues = MusicCues(major_share=float(np.clip(major, 0, 1)), tempo_bpm=float(2 ** t),
+                         notes_per_second=float(2 ** d), mean_velocity=float(vel), mean_pitch=float(pitch),
+                         texture=float(np.clip(texture, -1, 1)), family_power=float(np.clip(power, -1, 1)))
         out.append(vad_from_cues(cues).as_tuple())
     return np.array(out, np.float64).reshape(-1, 3)
 
@@ -171,7 +171,8 @@ class CueVAD:
     def load(cls, directory: str | Path = ASSET_DIR, name: str = "audio_vad_cues") -> "CueVAD":
         meta, names, t, st = _read_checkpoint(directory, name, "cue VAD estimator")
         if tuple(meta.get("cues", ())) != CUES:
-            raise CheckpointError(st.with_suffix(".json"), f"cues {meta.get('cues')} do not match this version's {CUES}")
+            raise CheckpointError(st.with_suffix(".json"),
+                                  f"cues {meta.get('cues')} do not match this version's {CUES}")
         try:
             trees = {c: TreeEnsemble.from_tensors(t, f"cue.{c}") for c in CUES}
             if any((tr.feature >= len(names)).any() for tr in trees.values()):

@@ -130,7 +130,7 @@ def clip_cues(row: dict, clip_s: float = 12.0):
 
 
 def text_part(row: dict) -> tuple[float, float, float]:
-    """The caption-text part of a row's label: (vad - 0.8 vad_facts) / 0.2 (mu_llama.generate.data blends exactly so)."""
+    """The caption-text part of a row's label: (vad - 0.8 vad_facts) / 0.2 (mu_llama.generate.data blends so)."""
     vad, vf = row["vad"], row["vad_facts"]
     return tuple((vad[a] - 0.8 * vf[a]) / 0.2 for a in ("valence", "arousal", "dominance"))
 
@@ -190,6 +190,14 @@ def fit_cues(Xtr, rows_tr, gtr, clip_s: float = 12.0, feature_names=FEATURE_NAME
     return CueVAD(tuple(feature_names), trees, RidgeVAD.fit(X, T, alpha, feature_names), {"text_alpha": alpha})
 
 
+def cue_spearman(model: CueVAD, X, rows: list[dict], clip_s: float = 12.0) -> dict[str, float]:
+    """Per cue: Spearman of the estimator's reading with the clip's own cue (rows with notes only)."""
+    C, _ = cue_matrix(rows, clip_s)
+    ok = ~np.isnan(C).any(1)
+    P = model.predict_cues(X)
+    return {c: round(_spearman(P[ok, j], C[ok, j]), 3) for j, c in enumerate(CUES)}
+
+
 def heldout_metrics(model, Xte, Yte) -> dict:
     P = model.predict(Xte)
     metrics = {"n_heldout": len(Xte)}
@@ -242,40 +250,34 @@ def main(argv: list[str] | None = None) -> int:
     Xtr, Ytr, gtr = featurise_rows(tr, d / "audio_clips_train.npz", a.clip_s, clip_targets=a.clip_targets)
     Xte, Yte, _ = featurise_rows(te, d / "audio_clips_heldout.npz", a.clip_s, clip_targets=a.clip_targets)
     if a.perform_augment:
-        Xp, Yp, gp = featurise_rows(performed_copies(tr, a.seed), d / "audio_clips_train_perf.npz", a.clip_s)
-        Xtr, Ytr, gtr = np.concatenate([Xtr, Xp]), np.concatenate([Ytr, Yp]), list(gtr) + list(gp)
-        tr = tr + performed_copies(tr, a.seed)
-        te_perf = performed_copies(te, a.seed + 1)
+        tr_perf, te_perf = performed_copies(tr, a.seed), performed_copies(te, a.seed + 1)
+        Xp, Yp, gp = featurise_rows(tr_perf, d / "audio_clips_train_perf.npz", a.clip_s)
+        Xtr, Ytr, gtr, tr = np.concatenate([Xtr, Xp]), np.concatenate([Ytr, Yp]), list(gtr) + list(gp), tr + tr_perf
         Xtp, Ytp, _ = featurise_rows(te_perf, d / "audio_clips_heldout_perf.npz", a.clip_s)
     nf = a.n_features or (len(FEATURE_NAMES) if a.estimator == "cues" else N_FEATURES_V2)
     axis = AXIS_FEATURES if a.axis_features else None
     if a.estimator == "cues":
         model = fit_cues(Xtr[:, :nf], tr, gtr, a.clip_s, FEATURE_NAMES[:nf])
-        metrics = {"n_train": len(Xtr), **heldout_metrics(model, Xte[:, :nf], Yte)}
-        C, _ = cue_matrix(te, a.clip_s)
-        ok = ~np.isnan(C).any(1)
-        Ph = model.predict_cues(Xte[:, :nf])
-        metrics["cues_spearman"] = {c: round(_spearman(Ph[ok, j], C[ok, j]), 3) for j, c in enumerate(CUES)}
+        metrics = {"n_train": len(Xtr), **heldout_metrics(model, Xte[:, :nf], Yte),
+                   "cues_spearman": cue_spearman(model, Xte[:, :nf], te, a.clip_s)}
     else:
         model, metrics = fit_and_report(Xtr[:, :nf], Ytr, gtr, Xte[:, :nf], Yte, FEATURE_NAMES[:nf], axis)
     if a.perform_augment:
         metrics["performed_heldout"] = heldout_metrics(model, Xtp[:, :nf], Ytp)
         if a.estimator == "cues":
-            C, _ = cue_matrix(te_perf, a.clip_s)
-            ok = ~np.isnan(C).any(1)
-            Ph = model.predict_cues(Xtp[:, :nf])
-            metrics["performed_heldout"]["cues_spearman"] = {c: round(_spearman(Ph[ok, j], C[ok, j]), 3)
-                                                             for j, c in enumerate(CUES)}
+            metrics["performed_heldout"]["cues_spearman"] = cue_spearman(model, Xtp[:, :nf], te_perf, a.clip_s)
     P = model.predict(Xte[:, :nf])
     score_major = np.array([r["facts"]["major_share"] for r in te])
     metrics["valence_vs_score_major_share_spearman"] = round(_spearman(P[:, 0], score_major), 3)
     metrics["valence_vs_clip_score_major_share_spearman"] = round(_spearman(P[:, 0], clip_major_share(te, a.clip_s)), 3)
     metrics["arousal_vs_score_tempo_spearman"] = round(_spearman(P[:, 1], np.array([r["facts"]["tempo_bpm"] for r in te])), 3)
-    model.info = {**model.info, "estimator": a.estimator, "metrics_heldout_works": metrics, "features": list(FEATURE_NAMES[:nf]), "clip_s": a.clip_s,
+    model.info = {**model.info, "estimator": a.estimator, "metrics_heldout_works": metrics,
+                  "features": list(FEATURE_NAMES[:nf]), "clip_s": a.clip_s,
                   "targets": ("0.8 vad_from_cues(facts of the rendered clip's notes) + 0.2 vad_from_text(caption): "
                               "derived, not annotated" if a.clip_targets else
                               "0.8 vad_from_cues(facts of the whole excerpt) + 0.2 vad_from_text(caption)"),
-                  "data": str(d), "sample_rate": SR, "perform_augment": a.perform_augment, "axis_features": axis if a.estimator == "ridge" else None,
+                  "data": str(d), "sample_rate": SR, "perform_augment": a.perform_augment,
+                  "axis_features": axis if a.estimator == "ridge" else None,
                   "trees": "sklearn HistGradientBoostingRegressor, 300 rounds, learning rate 0.05, 15 leaves"
                   if a.estimator == "cues" else None}
     model.save(a.out)
