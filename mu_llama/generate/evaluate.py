@@ -43,7 +43,7 @@ def _spearman(a, b) -> float:
 
 def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0, text: str | None = GRID_TEXT,
                  opts: SamplingOptions = SamplingOptions(), progress: bool = True,
-                 performance: PerformanceOptions | None = DEFAULT_PERFORMANCE) -> list[dict]:
+                 performance: PerformanceOptions | None = DEFAULT_PERFORMANCE, seed_offset: int = 0) -> list[dict]:
     from tqdm import tqdm
 
     from mu_llama.emotion.audio import CueVAD, default_regressor
@@ -55,7 +55,7 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
     rows = []
     for i, (v, a, d) in enumerate(tqdm(list(itertools.product(vals, vals, vals)), disable=not progress, desc="grid")):
         req = VAD(float(v), float(a), float(d))
-        out = gen.generate(Conditioning(text, req), duration, SamplingOptions(**{**opts.__dict__, "seed": i}),
+        out = gen.generate(Conditioning(text, req), duration, SamplingOptions(**{**opts.__dict__, "seed": seed_offset + i}),
                            performance)
         wave = out.audio(SR)
         feats = audio_features(wave, SR)                                 # (F,)
@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--out", default="docs/generate")
     ap.add_argument("--levels", type=int, default=5)
+    ap.add_argument("--seed-offset", type=int, default=0, help="grid cell i uses seed offset + i (another draw)")
     ap.add_argument("--duration", type=float, default=12.0)
     ap.add_argument("--data", default="data/generator/all", help="training data (for the copying check)")
     ap.add_argument("--no-performance", action="store_true", help="grid without the arousal performance layer")
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if "grid" not in a.skip:
         opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control),
                                                     ("tempo_prior_bins", a.tempo_prior_bins)) if v is not None})
-        rows = emotion_grid(gen, a.levels, a.duration, opts=opts,
+        rows = emotion_grid(gen, a.levels, a.duration, opts=opts, seed_offset=a.seed_offset,
                             performance=None if a.no_performance else PerformanceOptions())
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))
         results["control"] = control_metrics(rows)
