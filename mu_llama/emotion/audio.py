@@ -149,10 +149,14 @@ class CueVAD:
         """(N, F) -> (N, 7) in CUES order (log2 BPM, log2 notes/s, MIDI velocity, MIDI pitch, 0..1, -1..1, -1..1)."""
         return np.stack([self.trees[c].predict(X) for c in CUES], 1)
 
+    def predict_with_cues(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, F) -> (VAD (N, 3) clipped to [-1, 1], the cues it came from (N, 7)): the trees run once."""
+        C, w = self.predict_cues(X), self.FACTS_WEIGHT
+        return np.clip(w * cues_to_vad(C) + (1 - w) * self.text.predict(X), -1.0, 1.0), C
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(N, F) -> (N, 3) clipped to [-1, 1]."""
-        w = self.FACTS_WEIGHT
-        return np.clip(w * cues_to_vad(self.predict_cues(X)) + (1 - w) * self.text.predict(X), -1.0, 1.0)
+        return self.predict_with_cues(X)[0]
 
     def save(self, directory: str | Path, name: str = "audio_vad_cues") -> Path:
         from safetensors.numpy import save_file
@@ -202,11 +206,11 @@ def read_wave(wave: np.ndarray, sample_rate: int = SR, regressor: CueVAD | Ridge
     tempo_bpm, notes_per_second, mean_velocity, mean_pitch (MIDI), major_share, texture, family_power."""
     reg = regressor or default_regressor()
     f = audio_features(wave, sample_rate)[None, : len(reg.feature_names)]
-    vad = VAD(*map(float, reg.predict(f)[0]), source="audio")
     if not isinstance(reg, CueVAD):
-        return vad, None
-    c = reg.predict_cues(f)[0]
-    return vad, {"tempo_bpm": round(float(2 ** c[0]), 1), "notes_per_second": round(float(2 ** c[1]), 2),
+        return VAD(*map(float, reg.predict(f)[0]), source="audio"), None
+    P, C = reg.predict_with_cues(f)
+    c = C[0]
+    return VAD(*map(float, P[0]), source="audio"), {"tempo_bpm": round(float(2 ** c[0]), 1), "notes_per_second": round(float(2 ** c[1]), 2),
                  **{k: round(float(v), 3) for k, v in zip(CUES[2:], c[2:])}}
 
 

@@ -101,14 +101,9 @@ def featurise_rows(rows: list[dict], cache: Path, clip_s: float = 12.0, progress
 
 def clip_major_share(rows: list[dict], clip_s: float = 12.0) -> np.ndarray:
     """(N,) major share of the notes in each rendered clip (score side, Krumhansl-Kessler windows)."""
-    from mu_llama.generate.symbolic import Piece, major_share
-    from mu_llama.generate.tokenizer import Tokenizer
+    from mu_llama.generate.symbolic import major_share
 
-    tok, out = Tokenizer(), []
-    for r in rows:
-        p = tok.decode(r["tokens"])
-        out.append(major_share(Piece([n for n in p.notes if n.onset < clip_s * p.bpm / 60.0], bpm=p.bpm, meter=p.meter)))
-    return np.array(out)
+    return np.array([major_share(clip_piece(r, clip_s)) for r in rows])
 
 
 def clip_cues(row: dict, clip_s: float = 12.0):

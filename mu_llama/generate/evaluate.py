@@ -59,10 +59,13 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
                            performance)
         wave = out.audio(SR)
         feats = audio_features(wave, SR)                                 # (F,)
-        measured = reg.predict(feats[None, :nf])[0]
+        if isinstance(reg, CueVAD):
+            measured, cues = (x[0] for x in reg.predict_with_cues(feats[None, :nf]))
+        else:
+            measured, cues = reg.predict(feats[None, :nf])[0], None
         st = piece_stats(out.piece)
         rows.append({"requested": req.as_tuple(), "measured": [float(x) for x in measured],
-                     "audio_cues": reg.predict_cues(feats[None, :nf])[0].tolist() if isinstance(reg, CueVAD) else None,
+                     "audio_cues": None if cues is None else cues.tolist(),
                      "features": [float(x) for x in feats],     # lets other estimators be scored on the same audio
                      "rms_db": float(feats[0]), "major_share": st["major_share"], "bpm": st["bpm"],
                      "mean_velocity": st["mean_velocity"], "mean_pitch": st["mean_pitch"],
