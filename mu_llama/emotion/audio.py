@@ -210,8 +210,9 @@ def read_wave(wave: np.ndarray, sample_rate: int = SR, regressor: CueVAD | Ridge
         return VAD(*map(float, reg.predict(f)[0]), source="audio"), None
     P, C = reg.predict_with_cues(f)
     c = C[0]
-    return VAD(*map(float, P[0]), source="audio"), {"tempo_bpm": round(float(2 ** c[0]), 1), "notes_per_second": round(float(2 ** c[1]), 2),
-                 **{k: round(float(v), 3) for k, v in zip(CUES[2:], c[2:])}}
+    return VAD(*map(float, P[0]), source="audio"), {
+        "tempo_bpm": round(float(2 ** c[0]), 1), "notes_per_second": round(float(2 ** c[1]), 2),
+        **{k: round(float(v), 3) for k, v in zip(CUES[2:], c[2:])}}
 
 
 def vad_from_wave(wave: np.ndarray, sample_rate: int = SR, regressor: CueVAD | RidgeVAD | None = None) -> VAD:
