@@ -209,7 +209,8 @@ def read_wave(wave: np.ndarray, sample_rate: int = SR, regressor: CueVAD | Ridge
     if not isinstance(reg, CueVAD):
         return VAD(*map(float, reg.predict(f)[0]), source="audio"), None
     P, C = reg.predict_with_cues(f)
-    c = C[0]
+    c = C[0].copy()
+    c[4], c[5:] = np.clip(c[4], 0, 1), np.clip(c[5:], -1, 1)    # the ranges the rules read them in (cues_to_vad)
     return VAD(*map(float, P[0]), source="audio"), {
         "tempo_bpm": round(float(2 ** c[0]), 1), "notes_per_second": round(float(2 ** c[1]), 2),
         **{k: round(float(v), 3) for k, v in zip(CUES[2:], c[2:])}}
