@@ -64,12 +64,18 @@ class MusicAdapterConfig:
     max_music_tokens: int = 256  # time mode: more windows than this are merged pairwise-ish to fit
     position: str = "sinusoidal"
     position_dim: int = 64  # sinusoidal features before the projection
+    # > 0: the encoder's LAST hidden state carries this many descriptor channels (mu_llama.encoders.descriptors);
+    # they skip the layer mix and enter through their own MLP (zero-initialised: a no-op until trained)
+    descriptor_dim: int = 0
+    descriptor_hidden: int = 256
 
     def __post_init__(self):
-        for name in ("enc_layers", "enc_dim", "llm_dim", "max_music_tokens", "position_dim"):
+        for name in ("enc_layers", "enc_dim", "llm_dim", "max_music_tokens", "position_dim", "descriptor_hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"invalid {name} {value!r}; must be a positive integer")
+        if not isinstance(self.descriptor_dim, int) or not 0 <= self.descriptor_dim <= self.enc_dim:
+            raise ConfigError(f"invalid descriptor_dim {self.descriptor_dim!r}; must be an integer in [0, enc_dim]")
         if not isinstance(self.bridge_blocks, int) or self.bridge_blocks < 0:
             raise ConfigError(f"invalid bridge_blocks {self.bridge_blocks!r}; must be an integer >= 0")
         if self.bridge_hidden is None:
@@ -90,6 +96,11 @@ class MusicAdapterConfig:
             raise ConfigError(f"invalid frame_rate {self.frame_rate!r}; must be > 0")
         if not (0 < self.norm_eps < 1):
             raise ConfigError(f"invalid norm_eps {self.norm_eps!r}; must be in (0, 1)")
+
+    @property
+    def pooled_layers(self) -> int:
+        """Hidden states the adapter reads: the encoder layers, + 1 descriptor state when descriptor_dim > 0."""
+        return self.enc_layers + (1 if self.descriptor_dim else 0)
 
     @property
     def window_frames(self) -> int | None:
@@ -278,12 +289,30 @@ class MusicAdapter(nn.Module):
         elif c.mode == "time" and c.position == "learned":
             self.position = nn.Embedding(c.max_music_tokens, c.llm_dim)
             nn.init.zeros_(self.position.weight)
+        self.descriptor: nn.Sequential | None = None
+        if c.descriptor_dim:
+            # (B, W, K) descriptor means -> (B, W, H), added to the projected layer mix before the bridge blocks
+            self.descriptor = nn.Sequential(nn.Linear(c.descriptor_dim, c.descriptor_hidden), nn.SiLU(),
+                                            nn.Linear(c.descriptor_hidden, c.llm_dim))
+            nn.init.zeros_(self.descriptor[2].weight)
+            nn.init.zeros_(self.descriptor[2].bias)
+
+    @torch.no_grad()
+    def standardise_descriptors(self, mean: Tensor, std: Tensor) -> None:
+        """Fold per-channel standardisation (x - mean) / std of the descriptor means into the first descriptor layer
+        (the channels mix log energies, shares and products on very different scales)."""
+        if self.descriptor is None:
+            raise ConfigError("this adapter has no descriptor input (descriptor_dim = 0)")
+        first = self.descriptor[0]
+        scale = 1.0 / std.to(first.weight).clamp(min=1e-6)
+        first.bias -= first.weight @ (mean.to(first.weight) * scale)
+        first.weight *= scale[None]
 
     def pool(self, hidden_states: Tensor, frame_mask: Tensor) -> PooledMusic:
         """Encoder output (L, B, T, D) + mask (B, T) -> PooledMusic for this adapter's mode."""
-        if hidden_states.shape[0] != self.config.enc_layers or hidden_states.shape[-1] != self.config.enc_dim:
+        if hidden_states.shape[0] != self.config.pooled_layers or hidden_states.shape[-1] != self.config.enc_dim:
             raise ConfigError(f"encoder output has {hidden_states.shape[0]} layers x {hidden_states.shape[-1]} dims; "
-                              f"adapter expects {self.config.enc_layers} x {self.config.enc_dim}")
+                              f"adapter expects {self.config.pooled_layers} x {self.config.enc_dim}")
         return pool_frames(hidden_states, frame_mask, self.config.window_frames, self.config.frame_rate)
 
     def forward(self, pooled: PooledMusic) -> MusicTokens:
@@ -293,11 +322,17 @@ class MusicAdapter(nn.Module):
         pooled = pooled.coarsen(c.max_music_tokens)
         b, w, n_layers, d = pooled.sums.shape
         dtype = self.proj.weight.dtype
-        means = pooled.means().to(dtype)  # (B, W, L, D)
+        means = pooled.means().to(dtype)  # (B, W, L, D) (L includes the descriptor state when there is one)
+        descriptors = None
+        if self.descriptor is not None:
+            descriptors = means[:, :, -1, : c.descriptor_dim]  # (B, W, K)
+            means, n_layers = means[:, :, :-1], n_layers - 1
         mixed = self.layer_mix(means.reshape(b * w, n_layers, d)).reshape(b, w, d)  # (B, W, D)
         if c.normalize:
             mixed = F.normalize(mixed, dim=-1)
         x = self.proj(mixed)  # (B, W, H)
+        if descriptors is not None:
+            x = x + self.descriptor(descriptors)
         if self.position is not None:
             x = x + self._position(pooled, w, x.device).to(x.dtype)
         for block in self.blocks:

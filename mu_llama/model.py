@@ -47,6 +47,7 @@ from mu_llama.adapters import (
 )
 from mu_llama.adapters.music_adapter import BRIDGE_NORMS, MODES, POSITIONS
 from mu_llama.decoding import DecodingOptions, seeded
+from mu_llama.encoders.descriptors import DESCRIPTOR_DIM, DescriptorEncoder
 from mu_llama.errors import CheckpointError, ConfigError, choice_error
 from mu_llama.llm import SMOLLM2, LLMOptions, cache_dir, load_llm, quantize_dynamic_int8
 from mu_llama.prompts import TEMPLATES, resolve_template
@@ -71,6 +72,9 @@ class MuLlamaConfig:
     window_seconds: float = 2.0  # time mode: audio per music token
     max_music_tokens: int = 256
     position: str = "sinusoidal"
+    # True: the encoder is wrapped in mu_llama.encoders.DescriptorEncoder (timbre / chroma / triad / tempo descriptors
+    # as one more hidden state) and the adapter reads them through its own zero-initialised MLP
+    descriptors: bool = False
     # injection (adapters.injection)
     injection_layers: int = 20  # K: the last K decoder layers attend to the music
     prefix_std: float = 0.02
@@ -135,7 +139,8 @@ class MuLlamaConfig:
             enc_layers=self.enc_layers, enc_dim=self.enc_dim, llm_dim=self.llm_dim, bridge_blocks=self.bridge_blocks,
             bridge_hidden=self.bridge_hidden, bridge_norm=self.bridge_norm, bridge_bias=self.bridge_bias,
             normalize=self.normalize, mode=self.adapter_mode, window_seconds=self.window_seconds,
-            frame_rate=frame_rate, max_music_tokens=self.max_music_tokens, position=self.position)
+            frame_rate=frame_rate, max_music_tokens=self.max_music_tokens, position=self.position,
+            descriptor_dim=DESCRIPTOR_DIM if self.descriptors else 0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -159,7 +164,7 @@ class MuLlamaConfig:
 
 def _resolve_dims(config: MuLlamaConfig, encoder, llm_config, where: str) -> None:
     """Fill the shape fields from the parts (fresh model) or check them (loaded checkpoint)."""
-    actual = {"enc_layers": encoder.num_layers, "enc_dim": encoder.hidden_size,
+    actual = {"enc_layers": encoder.num_layers - (1 if config.descriptors else 0), "enc_dim": encoder.hidden_size,
               "llm_dim": llm_config.hidden_size, "llm_layers": llm_config.num_hidden_layers}
     for name, value in actual.items():
         saved = getattr(config, name)
@@ -181,6 +186,8 @@ class MuLlama(nn.Module):
 
     def __init__(self, config: MuLlamaConfig, encoder: nn.Module, llm: nn.Module, tokenizer, *, where: str = "<new>"):
         super().__init__()
+        if config.descriptors and not isinstance(encoder, DescriptorEncoder):
+            encoder = DescriptorEncoder(encoder)
         _resolve_dims(config, encoder, llm.config, where)
         self.config = config
         self.encoder = encoder.eval().requires_grad_(False)

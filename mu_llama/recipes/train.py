@@ -353,16 +353,21 @@ def save_checkpoint(model, optimizer, params: dict, directory: Path, state: dict
     return directory
 
 
-def load_trainable(model, directory: Path) -> None:
-    """Copy a checkpoint's adapter / bias / norm / LoRA tensors into the model (strict: keys and shapes must match)."""
+NEW_PARTS = ("music_adapter.descriptor.",)   # may be absent from an init_from checkpoint (they start as no-ops)
+
+
+def load_trainable(model, directory: Path, *, allow_new: bool = False) -> None:
+    """Copy a checkpoint's adapter / bias / norm / LoRA tensors into the model (strict: keys and shapes must match;
+    allow_new: the model may have parts the checkpoint predates, NEW_PARTS, which keep their fresh init)."""
     from safetensors.torch import load_file
 
     path = directory / "adapter.safetensors"
     if not path.is_file():
         raise CheckpointError(path, "missing: not a checkpoint")
     saved, target = load_file(str(path)), model.trainable_state()
-    if set(saved) != set(target):
-        raise CheckpointError(path, f"keys differ from the model's ({len(set(saved) ^ set(target))} mismatched)")
+    expected = {k for k in target if not (allow_new and k.startswith(NEW_PARTS) and k not in saved)}
+    if set(saved) != expected:
+        raise CheckpointError(path, f"keys differ from the model's ({len(set(saved) ^ expected)} mismatched)")
     with torch.no_grad():
         for k, v in saved.items():
             target[k].copy_(v)
@@ -531,6 +536,13 @@ def plot_curves(history: list[dict], evals: list[dict], stage1_steps: int, path:
 
 
 # ================================================================================================ the recipe
+def standardise_descriptors(model, pooled: Sequence[PooledMusic]) -> None:
+    """Fold the training clips' per-channel mean / std of the descriptor means into the adapter's descriptor MLP."""
+    k = model.music_adapter.config.descriptor_dim
+    x = torch.cat([p.means()[..., -1, :k].reshape(-1, k) for p in pooled]).float()    # (clips x windows, K)
+    model.music_adapter.standardise_descriptors(x.mean(0), x.std(0))
+
+
 def prepare_features(model, config: TrainConfig, clips: Sequence[Clip]) -> tuple[FeatureCache, dict]:
     cache = open_cache(model, config.feature_dir)
     cache.build(model, [(c.id, c.audio) for c in clips], batch_size=config.encode_batch_size,
@@ -599,7 +611,9 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
     step, position, history, evals = 0, 0, [], []
     ckpt = latest_checkpoint(out)
     if ckpt is None and config.init_from:
-        load_trainable(model, Path(config.init_from))
+        load_trainable(model, Path(config.init_from), allow_new=True)
+    if ckpt is None and model.music_adapter.descriptor is not None:
+        standardise_descriptors(model, [features[c.id] for c in train_clips if c.id in features])
     if ckpt is not None:
         state = json.loads((ckpt / STATE_FILE).read_text())
         step, position, history, evals = state["step"], state["position"], state["history"], state["evals"]
