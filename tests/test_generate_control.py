@@ -72,8 +72,8 @@ def test_mode_prior_zero_is_the_model_and_valence_zero_is_neutral_for_the_additi
 
 
 def test_mode_control_set_draws_major_with_probability_sigmoid_of_valence(gen, tok, monkeypatch):
-    """'set' replaces the model's major/minor odds by mode_prior * valence: the header's MODE draw sees exactly
-    P(major) = sigmoid(mode_prior * valence), whatever the model prefers."""
+    """(vad_control "priors") 'set' replaces the model's major/minor odds by mode_prior * valence: the header's MODE
+    draw sees exactly P(major) = sigmoid(mode_prior * valence), whatever the model prefers."""
     import mu_llama.generate.sampling as sampling
 
     seen = []
@@ -87,7 +87,8 @@ def test_mode_control_set_draws_major_with_probability_sigmoid_of_valence(gen, t
     monkeypatch.setattr(sampling.torch, "multinomial", spy)
     for v in (-0.4, 0.0, 0.4):
         seen.clear()
-        gen.generate(Conditioning("x", VAD(v, 0.5, -0.5)), 1.0, SamplingOptions(seed=1, mode_prior=6.0))
+        opts = SamplingOptions(seed=1, mode_prior=6.0, vad_control="priors")
+        gen.generate(Conditioning("x", VAD(v, 0.5, -0.5)), 1.0, opts)
         mode_draws = [p for p in seen if p[tok.index["MODE_major"]] + p[tok.index["MODE_minor"]] > 0.999]
         assert mode_draws, "no MODE draw seen"
         assert float(mode_draws[0][tok.index["MODE_major"]]) == pytest.approx(1 / (1 + np.exp(-6.0 * v)), abs=1e-5)
@@ -120,9 +121,11 @@ def test_performance_strength_zero_or_no_vad_is_identity_and_arousal_is_monotone
 
 
 def test_generate_applies_performance_only_with_a_vad(gen):
+    # vad_control "priors": the score does not depend on the performance layer ("plan" writes the dynamic level
+    # for the played loudness, so its scores differ by design; see tests/test_planner.py)
     c = Conditioning("x", VAD(0.0, 0.8, 0.0))
-    played = gen.generate(c, 3.0, SamplingOptions(seed=6))
-    raw = gen.generate(c, 3.0, SamplingOptions(seed=6), performance=None)
+    played = gen.generate(c, 3.0, SamplingOptions(seed=6, vad_control="priors"))
+    raw = gen.generate(c, 3.0, SamplingOptions(seed=6, vad_control="priors"), performance=None)
     assert played.tokens == raw.tokens
     assert [n.pitch for n in played.piece.notes] == [n.pitch for n in raw.piece.notes]
     if raw.piece.notes:
@@ -139,12 +142,14 @@ def test_fact_agreement_scores_family_tempo_and_mode():
 
 
 def test_tempo_prior_puts_the_header_tempo_at_the_rules_tempo_for_the_requested_arousal(gen, tok):
+    """vad_control "priors": the tempo prior follows arousal alone (the planner's tempo is tested in test_planner)."""
     from mu_llama.generate.tokenizer import tempo_to_bin
 
     for a in (-0.8, 0.0, 0.8):
         want = tempo_to_bin(100.0 * 2 ** (0.9 * a))
         for seed in range(3):
-            out = gen.generate(Conditioning("x", VAD(0.0, a, -0.5)), 1.0, SamplingOptions(seed=seed, tempo_prior_bins=0.05))
+            opts = SamplingOptions(seed=seed, tempo_prior_bins=0.05, vad_control="priors")
+            out = gen.generate(Conditioning("x", VAD(0.0, a, -0.5)), 1.0, opts)
             assert tok.parse_header(out.tokens).tempo_bin == want
     c = Conditioning("x")                                            # no VAD: no prior, the model's own tempo
     assert gen.generate(c, 1.0, SamplingOptions(seed=2, tempo_prior_bins=0.05)).tokens == \

@@ -38,3 +38,24 @@ def test_requested_emotion_outranks_text_mode_and_tempo(tok):
 def test_unstated_or_unexpressible_facts_constrain_nothing(tok):
     assert masks_for(PromptFacts(), tok) == {}
     assert masks_for(PromptFacts(family="drums"), tok) == {}     # no melodic GM program is "drums"
+
+
+def test_generated_header_follows_the_prompt_and_none_restores_the_embedding_path(gen):
+    """With the tiny random generator: stated facts are obeyed in every seed; text_facts="none" is the old path."""
+    from mu_llama.emotion import VAD
+    from mu_llama.generate import Conditioning, SamplingOptions
+    from mu_llama.generate.prompt_facts import header_agreement
+
+    text = "A fast tune for trumpet in a minor key."
+    facts = PromptFacts.parse(text)
+    for seed in range(3):
+        g = gen.generate(Conditioning(text), 2.0, SamplingOptions(seed=seed, max_tokens=64))
+        header = gen.tok.parse_header(g.tokens)
+        assert all(header_agreement(facts, header).values())
+    free = [gen.tok.parse_header(gen.generate(Conditioning(text), 2.0, SamplingOptions(
+        seed=s, max_tokens=64, text_facts="none")).tokens) for s in range(6)]
+    assert not all(all(header_agreement(facts, h).values()) for h in free)    # the random model ignores the text
+    vad = gen.generate(Conditioning(text, VAD(0.9, 0.0, 0.0)), 2.0, SamplingOptions(seed=0, max_tokens=64))
+    h = gen.tok.parse_header(vad.tokens)
+    assert header_agreement(facts, h)["family"]                   # the family still holds with a VAD...
+    assert h.mode == "major"                                      # ...but the requested valence sets the mode

@@ -38,6 +38,11 @@ def add_parser(subparsers) -> None:
                    help="set: P(major) = sigmoid(mode_prior x valence) (default); prior: add it to the model's odds")
     p.add_argument("--tempo-prior-bins", type=float, default=None,
                    help="width (tempo bins) of the arousal -> tempo prior at the tempo header (default 1; 0 = off)")
+    p.add_argument("--vad-control", default=None, metavar="{plan,priors}",
+                   help="plan: invert the cue rules for all axes at the header (default); priors: one axis per slot")
+    p.add_argument("--text-facts", default=None, metavar="{constrain,none}",
+                   help="constrain: the facts the text states (instrument family, tempo class, mode, key, meter) "
+                        "limit the header (default); none: the text steers through its embedding only")
     p.add_argument("--no-performance", action="store_true",
                    help="play the score as sampled (no arousal -> dynamics/articulation performance rules)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -70,7 +75,8 @@ def run(args) -> int:
     opts = SamplingOptions(seed=args.seed, **gen.model.config.info.get("sampling_defaults", {}))
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
                                    ("top_k", args.top_k), ("mode_prior", args.mode_prior),
-                                   ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins))
+                                   ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins),
+                                   ("vad_control", args.vad_control), ("text_facts", args.text_facts))
                  if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)

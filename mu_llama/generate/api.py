@@ -109,8 +109,10 @@ class EmbeddedGenerator:
         pc, pu = self.prefixes(cond)
         torch.manual_seed(opts.seed)   # nothing else is random, but keep global state predictable too
         vad = cond.vad.as_tuple() if cond.has_vad else None
+        # the planner plans *played* loudness: tell it what the performance layer below will add per unit arousal
+        shift = 0.0 if performance is None else performance.strength * performance.velocity_per_arousal
         ids = sample_tokens(self.model, self.tok, pc, None if cond.unconditional else pu, duration, opts,
-                            control_vad=vad)
+                            control_vad=vad, velocity_shift=shift, text=cond.text)
         piece = cut_piece(self.tok.decode(ids), duration)
         if performance is not None and vad is not None:
             piece = perform(piece, vad[1], performance)

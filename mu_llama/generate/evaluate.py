@@ -6,7 +6,9 @@ Emotion control: a grid of requested VAD (text fixed), one piece per cell (seed 
   - VAD by the audio estimator on the rendered WAV (mu_llama.emotion.audio), and
   - musical facts that do not depend on any estimator: major share (Krumhansl-Kessler key windows on the notes),
     tempo (BPM), mean MIDI velocity, RMS loudness of the audio, mean pitch, notes per second.
-  Spearman correlations between requested and measured values.
+  Spearman correlations between requested and measured values. `--vad-control plan|priors` picks how the VAD steers
+  the header (mu_llama.generate.planner: the rule-inverting planner, or one axis per header slot); each row also
+  records the sampled header tokens.
 Diversity: several seeds for one condition: distinct sequences, pairwise note 4-gram overlap. Copying: longest run of
   notes (transposition-invariant: pitch interval + duration) shared with any training sequence, next to the same
   measure for held-out real excerpts (the natural level of shared figures in this music).
@@ -28,8 +30,9 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.generate.api import DEFAULT_PERFORMANCE, EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.performance import PerformanceOptions
-from mu_llama.generate.sampling import MODE_CONTROLS, SamplingOptions
+from mu_llama.generate.sampling import MODE_CONTROLS, VAD_CONTROLS, SamplingOptions
 from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
+from mu_llama.generate.tokenizer import HEADER_KINDS
 
 GRID_TEXT = "A short instrumental piece."
 
@@ -71,6 +74,7 @@ def emotion_grid(gen: EmbeddedGenerator, levels: int = 5, duration: float = 12.0
                      "mean_velocity": st["mean_velocity"], "mean_pitch": st["mean_pitch"],
                      "notes_per_second": st["notes_per_second"], "program": st["program"], "n_notes": st["n_notes"],
                      "header_major": float(out.piece.mode == "major"),
+                     "header": [gen.tok.vocab[t] for t in out.tokens[1:1 + len(HEADER_KINDS)]],
                      "legato": legato_ratio(out.piece)})
     return rows
 
@@ -365,6 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode-control", choices=MODE_CONTROLS, default=None, help="override SamplingOptions.mode_control")
     ap.add_argument("--tempo-prior-bins", type=float, default=None,
                     help="override SamplingOptions.tempo_prior_bins (0 = the model's own tempo)")
+    ap.add_argument("--vad-control", choices=VAD_CONTROLS, default=None,
+                    help="override SamplingOptions.vad_control (plan: rule-inverting header planner; priors: one "
+                         "axis per header slot)")
+    ap.add_argument("--plan-width", type=float, default=None, help="override SamplingOptions.plan_width")
+    ap.add_argument("--plan-pull", type=float, default=None, help="override SamplingOptions.plan_pull")
+    ap.add_argument("--plan-axis-weights", type=float, nargs=3, default=None, metavar=("V", "A", "D"),
+                    help="override SamplingOptions.plan_axis_weights")
+    ap.add_argument("--plan-clarity", type=int, choices=(0, 1), default=None,
+                    help="override SamplingOptions.plan_clarity")
+    ap.add_argument("--plan-heard", type=int, choices=(0, 1), default=None,
+                    help="override SamplingOptions.plan_heard (1: plan on heard cues, 0: on the score's cues)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
     ap.add_argument("--examples-out", default="examples/generated")
     ap.add_argument("--text-adherence", metavar="MODEL", default=None,
@@ -380,7 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     if "grid" not in a.skip:
         opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control),
-                                                    ("tempo_prior_bins", a.tempo_prior_bins)) if v is not None})
+                                                    ("tempo_prior_bins", a.tempo_prior_bins),
+                                                    ("vad_control", a.vad_control), ("plan_width", a.plan_width),
+                                                    ("plan_pull", a.plan_pull),
+                                                    ("plan_heard", None if a.plan_heard is None else bool(a.plan_heard)),
+                                                    ("plan_clarity",
+                                                     None if a.plan_clarity is None else bool(a.plan_clarity)),
+                                                    ("plan_axis_weights", None if a.plan_axis_weights is None
+                                                     else tuple(a.plan_axis_weights)))
+                                  if v is not None})
         rows = emotion_grid(gen, a.levels, a.duration, opts=opts, seed_offset=a.seed_offset,
                             performance=None if a.no_performance else PerformanceOptions())
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))
