@@ -210,3 +210,51 @@ def test_vad_control_option_validates():
     for bad in ({"plan_width": -0.1}, {"plan_pull": 0.0}):
         with pytest.raises(ConfigError):
             SamplingOptions(**bad)
+
+
+def test_mode_draw_option_validates():
+    assert SamplingOptions(mode_draw="residual").mode_draw == "residual"
+    with pytest.raises(ConfigError, match="mode_draw"):
+        SamplingOptions(mode_draw="sigmoid")
+    with pytest.raises(ConfigError):
+        SamplingOptions(residual_slope=-1.0)
+
+
+@pytest.mark.parametrize("slope", [0.0, 3.0])
+def test_residual_mode_draw_is_monotone_in_valence_and_meets_the_request_in_expectation(slope):
+    from mu_llama.generate.planner import MODE_HEARD, residual_p_major, residual_valence
+
+    grid = np.linspace(-1.0, 1.0, 21)
+    for a, d in itertools.product((-0.8, 0.0, 0.8), (-0.8, 0.8)):
+        p = [residual_p_major((v, a, d), 40.0, gains=HEARD_GAIN, axis_weights=(1.0, 1.0, 0.35), slope=slope)
+             for v in grid]
+        assert np.all(np.diff(p) >= -1e-9) and p[-1] - p[0] > 0.9
+        if slope:
+            continue
+        for v, pm in zip(grid, p):      # linear mapping, inside the clip: expected heard valence == request
+            if 0.02 < pm < 0.98:
+                lo, hi = MODE_HEARD
+                cue = pm * hi + (1 - pm) * lo
+                r = residual_valence((v, a, d), cue, 40.0, gains=HEARD_GAIN, axis_weights=(1.0, 1.0, 0.35))
+                assert 0.65 * cue == pytest.approx(r, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode_draw", ["valence", "residual"])
+def test_mode_draw_uses_the_seeded_first_draw(tiny, tok, mode_draw):
+    """The mode is the first draw of the seeded generator against P(major): sigmoid(mode_prior x valence) for
+    "valence" (the draw before the option existed), planner.residual_p_major for "residual"."""
+    import math
+
+    from mu_llama.generate.planner import residual_p_major
+
+    for s, vad in enumerate(itertools.product((-0.4, 0.0, 0.4), (-0.8, 0.8), (0.0,))):
+        u = float(torch.rand((), generator=torch.Generator().manual_seed(s)))
+        if mode_draw == "valence":
+            p = 1.0 / (1.0 + math.exp(-6.0 * vad[0]))
+        else:
+            p = residual_p_major(vad, 40.0, gains=HEARD_GAIN, axis_weights=(1.0, 1.0, 0.35))
+        ids = _sample(tiny, tok, vad, 40.0, seed=s, mode_draw=mode_draw)
+        assert tok.parse_header(ids).mode == ("major" if u < p else "minor")
+    if mode_draw == SamplingOptions().mode_draw:      # the default options sample exactly these tokens
+        assert _sample(tiny, tok, (0.3, 0.2, 0.1), 40.0, seed=9) == _sample(tiny, tok, (0.3, 0.2, 0.1), 40.0, seed=9,
+                                                                             mode_draw=mode_draw)

@@ -30,7 +30,7 @@ from mu_llama.emotion.vad import VAD
 from mu_llama.generate.api import DEFAULT_PERFORMANCE, EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.performance import PerformanceOptions
-from mu_llama.generate.sampling import MODE_CONTROLS, VAD_CONTROLS, SamplingOptions
+from mu_llama.generate.sampling import MODE_CONTROLS, MODE_DRAWS, VAD_CONTROLS, SamplingOptions
 from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
 from mu_llama.generate.tokenizer import HEADER_KINDS
 
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override SamplingOptions.plan_clarity")
     ap.add_argument("--plan-heard", type=int, choices=(0, 1), default=None,
                     help="override SamplingOptions.plan_heard (1: plan on heard cues, 0: on the score's cues)")
+    ap.add_argument("--mode-draw", choices=MODE_DRAWS, default=None, help="override SamplingOptions.mode_draw")
+    ap.add_argument("--residual-slope", type=float, default=None, help="override SamplingOptions.residual_slope")
     ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
     ap.add_argument("--examples-out", default="examples/generated")
     ap.add_argument("--text-adherence", metavar="MODEL", default=None,
@@ -397,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control),
                                                     ("tempo_prior_bins", a.tempo_prior_bins),
                                                     ("vad_control", a.vad_control), ("plan_width", a.plan_width),
-                                                    ("plan_pull", a.plan_pull),
+                                                    ("plan_pull", a.plan_pull), ("mode_draw", a.mode_draw),
+                                                    ("residual_slope", a.residual_slope),
                                                     ("plan_heard", None if a.plan_heard is None else bool(a.plan_heard)),
                                                     ("plan_clarity",
                                                      None if a.plan_clarity is None else bool(a.plan_clarity)),

@@ -213,3 +213,46 @@ class HeaderPlanner:
             self.fixed["density"] = float(DENS_CUE[DENSITIES.index(value)])
         elif kind == "MODE":
             self.mode = 1.0 if value == "major" else -1.0
+
+
+# ------------------------------------------------------------------------------------ mode drawn for the residual
+# Heard mode cue at the ends of each mode's clarity range (MODE_CLARITY): major 0.80, the most minor -0.47.
+MODE_HEARD = (min(c for _, c in MODE_CLARITY["minor"]), max(c for _, c in MODE_CLARITY["major"]))
+
+
+def residual_valence(vad: tuple[float, float, float], mode_cue: float, velocity_shift: float = 0.0,
+                     pull: float = 0.02, gains: dict[str, float] | None = None,
+                     axis_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
+    """Requested valence minus what the planned tempo and pitch carry (as heard, with `gains`) when the mode cue is
+    `mode_cue`: the valence left for the mode to carry."""
+    p = HeaderPlanner(vad, mode_cue, velocity_shift, pull=pull, gains=gains, axis_weights=axis_weights)
+    plan = p.solve()
+    x = np.array([plan[c] for c in PLAN_CUES])
+    return float(p.vad[0] - p.rules[0] @ x)
+
+
+def residual_p_major(vad: tuple[float, float, float], velocity_shift: float = 0.0, pull: float = 0.02,
+                     gains: dict[str, float] | None = None,
+                     axis_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), slope: float = 0.0,
+                     eps: float = 0.01, rounds: int = 50) -> float:
+    """P(major) such that the *expected* heard valence over the mode draw meets the request where reachable.
+
+    Why: P(major) = sigmoid(6 valence) ignores what the other cues already carry (fast tempo and a high register read
+    brighter) and saturates (+0.4 and +0.8 both ~always major). Here the mode carries only the residual r = valence
+    - (heard tempo + pitch terms of the plan made with the expected mode cue), and the draw is graded: with heard
+    mode cues c_minor = -0.47, c_major = 0.80 (MODE_HEARD), E[0.65 x heard mode cue] = r needs
+        P = (r / 0.65 - c_minor) / (c_major - c_minor)          (slope 0: linear, clipped to [eps, 1 - eps]),
+    or, with slope > 0, P = sigmoid(slope x u) with u = 2P_linear - 1 (unclipped), a softer-tailed / steeper form.
+    The plan depends on the expected mode cue and that on P: fixed-point rounds from an even draw until P settles
+    (the plan's tempo and pitch move little with the mode, so a handful of rounds do)."""
+    lo, hi = MODE_HEARD
+    p = 0.5
+    for _ in range(rounds):
+        prev = p
+        r = residual_valence(vad, p * hi + (1 - p) * lo, velocity_shift, pull, gains, axis_weights)
+        lin = (r / WEIGHTS["valence"]["mode"] - lo) / (hi - lo)
+        p = 1.0 / (1.0 + math.exp(-slope * (2.0 * lin - 1.0))) if slope > 0 else lin
+        p = float(np.clip(p, eps, 1.0 - eps))
+        if abs(p - prev) < 1e-10:
+            break
+    return p
