@@ -27,12 +27,10 @@ a frame; at the end of a clip (or of a long-audio encoder window) they see silen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import math
-
 import torch
-from torch import nn
 
 from mu_llama.errors import ConfigError
 

@@ -7,10 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from mu_llama.adapters import MusicAdapter, MusicAdapterConfig
-from mu_llama.encoders import DESCRIPTOR_DIM, DescriptorEncoder, build_random, builtin_config
+from mu_llama.encoders import (
+    DESCRIPTOR_DIM,
+    DescriptorEncoder,
+    build_random,
+    builtin_config,
+)
 from mu_llama.encoders.descriptors import N_MELS, N_MFCC, TEMPI
+
 from mu_llama.errors import ConfigError
 
 SR = 24000
@@ -131,7 +136,7 @@ def test_model_with_descriptors_starts_as_the_model_without(tmp_path):
 
     llm, tok = load_llm("random:tiny-llama")
     inner = wide_encoder().inner
-    cfg = dict(encoder="random:tiny", llm="random:tiny-llama", injection_layers=2, bridge_blocks=1)
+    cfg = {"encoder": "random:tiny", "llm": "random:tiny-llama", "injection_layers": 2, "bridge_blocks": 1}
     plain = MuLlama(MuLlamaConfig(**cfg), inner, llm, tok)
     with torch.no_grad():
         for p in plain.trainable_state().values():

@@ -239,10 +239,11 @@ def test_residual_mode_draw_is_monotone_in_valence_and_meets_the_request_in_expe
                 assert 0.65 * cue == pytest.approx(r, abs=1e-6)
 
 
-@pytest.mark.parametrize("mode_draw", ["valence", "residual"])
+@pytest.mark.parametrize("mode_draw", ["valence", "residual", "reach"])
 def test_mode_draw_uses_the_seeded_first_draw(tiny, tok, mode_draw):
     """The mode is the first draw of the seeded generator against P(major): sigmoid(mode_prior x valence) for
-    "valence" (the draw before the option existed), planner.residual_p_major for "residual"."""
+    "valence" (the draw before the option existed), planner.residual_p_major for "residual", and for "reach" the
+    mode the rules need (|valence| >= 0.3: one mode only; linear odds inside)."""
     import math
 
     from mu_llama.generate.planner import residual_p_major
@@ -251,6 +252,8 @@ def test_mode_draw_uses_the_seeded_first_draw(tiny, tok, mode_draw):
         u = float(torch.rand((), generator=torch.Generator().manual_seed(s)))
         if mode_draw == "valence":
             p = 1.0 / (1.0 + math.exp(-6.0 * vad[0]))
+        elif mode_draw == "reach":
+            p = {-0.4: 0.0, 0.0: 0.5, 0.4: 1.0}[vad[0]]
         else:
             p = residual_p_major(vad, 40.0, gains=HEARD_GAIN, axis_weights=(1.0, 1.0, 0.35))
         ids = _sample(tiny, tok, vad, 40.0, seed=s, mode_draw=mode_draw)
