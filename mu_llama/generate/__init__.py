@@ -26,6 +26,8 @@ from mu_llama.generate.model import (
            save_generator,
 )
 from mu_llama.generate.performance import PerformanceOptions, perform
+from mu_llama.generate.planner import HeaderPlanner
+from mu_llama.generate.prompt_facts import PromptFacts
 from mu_llama.generate.sampling import SamplingOptions
 
 __all__ = [
@@ -33,10 +35,12 @@ __all__ = [
            "EmbeddedGenerator",
            "Generation",
            "GeneratorConfig",
+           "HeaderPlanner",
            "HashTextEmbedder",
            "MiniLMTextEmbedder",
            "MusicTokenLM",
            "PerformanceOptions",
+           "PromptFacts",
            "SamplingOptions",
            "load_generator",
            "perform",

@@ -8,7 +8,7 @@ more than one axis:
 Setting each header token from one axis alone (mode <- valence, tempo <- arousal, loudness <- dominance) lets the other
 terms leak: loud pieces asked for dominance also read as aroused, fast pieces read brighter, and since mode is binary
 valence +0.4 and +0.8 read alike. The planner treats the header as the solution of the rules for all three axes at
-once: with mode m drawn first (P(major) = sigmoid(mode_prior x valence), from the sampling generator so it is seeded),
+once: with mode m drawn first (SamplingOptions.mode_draw, from the sampling generator so it is seeded),
 it picks cues x = (tempo, velocity, density, pitch), each in its reachable range, minimising
 
     sum_axes w_axis (rules(mode cue, x, texture, family) - requested)^2 + pull * |x|^2

@@ -103,8 +103,9 @@ class SamplingOptions:
     #             Gaussian priors at TEMPO (width tempo_prior_bins bins), DYN, REG and DENS (width plan_width, in cue
     #             units), re-planned after each header token is drawn. Emotion grid (python -m
     #             mu_llama.generate.evaluate, 5x5x5, 12 s), Spearman valence / arousal / dominance pooled over the draws
-    #             not used for design (seed offsets 0, 2000, 3000): 0.69 / 0.73 / 0.82 with "plan", 0.62 / 0.64 / 0.87
-    #             with "priors" (design values were chosen on offset 1000: 0.64 / 0.79 / 0.84 vs 0.61 / 0.75 / 0.82).
+    #             not used for design (seed offsets 0, 2000, 3000): 0.70 / 0.74 / 0.82 with "plan" (0.69 / 0.73 /
+    #             0.82 with the "valence" mode draw), 0.62 / 0.64 / 0.87 with "priors" (design values were chosen on
+    #             offset 1000).
     #   "priors": one axis per slot: the mode control above and the tempo prior for arousal only.
     # plan_pull: pull toward neutral cues (makes the solution unique).
     # plan_heard: plan with the rules applied to the cues as the audio carries them (planner.HEARD_GAIN: tempo is
@@ -128,14 +129,9 @@ class SamplingOptions:
     #             often, and the draw is graded so that the expected heard valence over the draw meets the request
     #             where reachable (sigmoid(6 valence) makes +0.4 and +0.8 read alike). residual_slope: 0 = the linear
     #             (clipped) mapping; > 0 = a sigmoid of the same residual with that slope.
-    #   Emotion grid (5x5x5, 12 s), Spearman valence / arousal / dominance. Design draw (offset 1000): "valence"
-    #   0.64 / 0.79 / 0.84; "residual" linear 0.68 / 0.78 / 0.84, slope 3 0.69 / 0.78 / 0.84, slope 6 0.69 / 0.78 /
-    #   0.84. Held out, slope 3 vs "valence" (offsets 0 / 2000 / 3000): valence 0.70 / 0.71 / 0.66 vs 0.66 / 0.70 /
-    #   0.70, arousal 0.69 / 0.75 / 0.77 vs 0.68 / 0.75 / 0.77: no better on every draw (3000 loses 0.04), so
-    #   "valence" stays the default. The heard gains credit tempo with ~0.08 of valence while fast tempo is measured
-    #   to add ~0.25 within major, so the residual corrects the tempo leak only partly (cross-talk requested arousal ~
-    #   measured valence 0.25 -> 0.16 on 1000, 0.19 -> 0.15 on 3000). (When "residual" was measured the default was
-    #   "valence".)
+    #             Held out (offsets 0 / 2000 / 3000, slope 3, chosen on 1000) valence 0.70 / 0.71 / 0.66 vs
+    #             0.66 / 0.70 / 0.70 for "valence": within noise. The heard gains credit tempo with ~0.08 of valence
+    #             while fast tempo adds ~0.25 within major, so it corrects the tempo leak only partly.
     #   "reach": the mode the rules need to reach the request. Major reaches valence >= 0.65 - 0.35 = 0.3 at best
     #             (mode weight 0.65; tempo + pitch 0.35 at most) and minor <= -0.3, so |valence| >= 0.3 is reachable
     #             only in one mode and a piece drawn in the other cannot meet it; inside (-0.3, 0.3) the odds are
