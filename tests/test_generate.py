@@ -283,6 +283,10 @@ def test_cli_generate_writes_wav_and_midi_reproducibly(tmp_path, gen, monkeypatc
     assert main(args + ["--vad-control", "rules", "--out", str(tmp_path / "d.wav")]) == 2   # validated: the choices
     assert "vad_control" in capsys.readouterr().err
     assert main(args + ["--vad-control", "priors", "--out", str(tmp_path / "e.wav")]) == 0
+    for flag, bad in (("--mode-draw", "coin"), ("--text-facts", "ignore")):
+        assert main(args + [flag, bad, "--out", str(tmp_path / "f.wav")]) == 2
+        assert flag[2:].replace("-", "_") in capsys.readouterr().err
+    assert main(args + ["--mode-draw", "valence", "--text-facts", "none", "--out", str(tmp_path / "g.wav")]) == 0
 
 
 def test_cli_from_audio_shifts_the_estimated_vad_and_no_performance_plays_the_score(tmp_path, gen, monkeypatch, capsys):

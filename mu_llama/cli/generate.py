@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
                    help="width (tempo bins) of the arousal -> tempo prior at the tempo header (default 1; 0 = off)")
     p.add_argument("--vad-control", default=None, metavar="{plan,priors}",
                    help="plan: invert the cue rules for all axes at the header (default); priors: one axis per slot")
+    p.add_argument("--mode-draw", default=None, metavar="{reach,valence,residual}",
+                   help="how the planner draws major/minor for the requested valence: reach = the mode the cue rules "
+                        "need (default), valence = sigmoid(6 x valence), residual = for the valence left after tempo "
+                        "and register")
     p.add_argument("--text-facts", default=None, metavar="{constrain,none}",
                    help="constrain: the facts the text states (instrument family, tempo class, mode, key, meter) "
                         "limit the header (default); none: the text steers through its embedding only")
@@ -76,7 +80,8 @@ def run(args) -> int:
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
                                    ("top_k", args.top_k), ("mode_prior", args.mode_prior),
                                    ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins),
-                                   ("vad_control", args.vad_control), ("text_facts", args.text_facts))
+                                   ("vad_control", args.vad_control), ("text_facts", args.text_facts),
+                                   ("mode_draw", args.mode_draw))
                  if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)
