@@ -147,7 +147,12 @@ def test_model_with_descriptors_starts_as_the_model_without(tmp_path):
     assert isinstance(desc.encoder, DescriptorEncoder)
     with pytest.raises(CheckpointError, match="keys differ"):
         load_trainable(desc, saved)
-    load_trainable(desc, saved, allow_new=True)
+    fresh = load_trainable(desc, saved, allow_new=True)      # what stays at init: the new MLP, to be standardised
+    assert fresh and all(k.startswith("music_adapter.descriptor.") for k in fresh)
+    again = desc.save_pretrained(tmp_path / "desc")
+    llm3, tok3 = load_llm("random:tiny-llama")
+    assert load_trainable(MuLlama(MuLlamaConfig(**cfg, descriptors=True), inner, llm3, tok3), again,
+                          allow_new=True) == set()                   # a trained MLP is not standardised again
     rng = np.random.default_rng(0)
     w = [(0.1 * rng.standard_normal(SR)).astype(np.float32)]
     torch.testing.assert_close(desc.encode_music(w).tokens, plain.encode_music(w).tokens, atol=0, rtol=0)

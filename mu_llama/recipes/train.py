@@ -356,9 +356,10 @@ def save_checkpoint(model, optimizer, params: dict, directory: Path, state: dict
 NEW_PARTS = ("music_adapter.descriptor.",)   # may be absent from an init_from checkpoint (they start as no-ops)
 
 
-def load_trainable(model, directory: Path, *, allow_new: bool = False) -> None:
+def load_trainable(model, directory: Path, *, allow_new: bool = False) -> set[str]:
     """Copy a checkpoint's adapter / bias / norm / LoRA tensors into the model (strict: keys and shapes must match;
-    allow_new: the model may have parts the checkpoint predates, NEW_PARTS, which keep their fresh init)."""
+    allow_new: the model may have parts the checkpoint predates, NEW_PARTS, which keep their fresh init).
+    Returns the keys left at their fresh init (empty unless allow_new)."""
     from safetensors.torch import load_file
 
     path = directory / "adapter.safetensors"
@@ -381,6 +382,7 @@ def load_trainable(model, directory: Path, *, allow_new: bool = False) -> None:
             if set(lora) != set(lora_state_dict(model.llm)):
                 raise CheckpointError(lpath, "LoRA keys differ from the model's")
             set_peft_model_state_dict(model.llm, lora)
+    return set(target) - set(saved)
 
 
 def load_optimizer(optimizer, params: dict, directory: Path, state: dict) -> None:
@@ -610,9 +612,10 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
     # --- fresh start or resume -------------------------------------------------------------------
     step, position, history, evals = 0, 0, [], []
     ckpt = latest_checkpoint(out)
+    fresh = set(model.trainable_state()) if ckpt is None else set()   # parts still at their initial values
     if ckpt is None and config.init_from:
-        load_trainable(model, Path(config.init_from), allow_new=True)
-    if ckpt is None and model.music_adapter.descriptor is not None:
+        fresh = load_trainable(model, Path(config.init_from), allow_new=True)
+    if "music_adapter.descriptor.0.weight" in fresh:      # a new descriptor MLP (not one trained already)
         standardise_descriptors(model, [features[c.id] for c in train_clips if c.id in features])
     if ckpt is not None:
         state = json.loads((ckpt / STATE_FILE).read_text())
