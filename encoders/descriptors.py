@@ -27,6 +27,7 @@ a frame; at the end of a clip (or of a long-audio encoder window) they see silen
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -43,6 +44,7 @@ VERSION = 1        # bump when the descriptors change: it is in the state dict, 
 DESCRIPTOR_DIM = N_MELS + 2 * N_MFCC + 12 + 26 + 2 + len(TEMPI)  # 168
 
 
+@functools.lru_cache(maxsize=4)
 def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: float = 11000.0) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale."""
     def mel(f):
@@ -55,6 +57,7 @@ def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: 
     return torch.clamp(torch.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)), min=0.0)
 
 
+@functools.lru_cache(maxsize=4)
 def _chroma_map(sr: int, n_fft: int, fmin: float = 55.0, fmax: float = 4186.0) -> torch.Tensor:
     """(12, n_fft // 2 + 1) 0/1 map of FFT bins to pitch classes (C = 0) within [fmin, fmax]."""
     f = torch.linspace(0, sr / 2, n_fft // 2 + 1)
@@ -63,6 +66,7 @@ def _chroma_map(sr: int, n_fft: int, fmin: float = 55.0, fmax: float = 4186.0) -
     return (torch.nn.functional.one_hot(pc, 12).T.float() * keep[None].float())
 
 
+@functools.lru_cache(maxsize=4)
 def _dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_out, n_in) orthonormal DCT-II rows."""
     k = torch.arange(n_out)[:, None].float()
