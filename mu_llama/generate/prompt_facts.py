@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from mu_llama.facts import PITCH_CLASSES, gm_family, tempo_class
@@ -81,6 +80,5 @@ def masks_for(facts: PromptFacts, tok: Tokenizer, *, vad_given: bool = False) ->
 def header_agreement(facts: PromptFacts, header) -> dict[str, bool | None]:
     """Per stated fact: does the sampled header (tokenizer.Header) carry it? (None: the prompt states none)."""
     return {"family": None if facts.family is None else gm_family(header.program) == facts.family,
-            "tempo_class": None if facts.tempo_class is None else tempo_class(float(np.asarray(header.bpm)))
-            == facts.tempo_class,
+            "tempo_class": None if facts.tempo_class is None else tempo_class(header.bpm) == facts.tempo_class,
             "mode": None if facts.mode is None else header.mode == facts.mode}
