@@ -302,6 +302,18 @@ def guided_logprobs(cond: torch.Tensor, uncond: torch.Tensor | None, scale: floa
     return lu + scale * (lc - lu)
 
 
+def major_odds(opts: SamplingOptions, vad: tuple[float, float, float], velocity_shift: float,
+               gains: dict[str, float] | None) -> float:
+    """P(major) of the planner's first draw for the requested VAD (SamplingOptions.mode_draw)."""
+    valence = float(vad[0])
+    if opts.mode_draw == "reach":
+        return min(1.0, max(0.0, 0.5 + valence / (2 * REACH_GAP)))
+    if opts.mode_draw == "residual" and opts.mode_prior and opts.mode_control == "set":
+        return residual_p_major(vad, velocity_shift, opts.plan_pull, gains, tuple(opts.plan_axis_weights),
+                                slope=opts.residual_slope)
+    return 1.0 / (1.0 + math.exp(-opts.mode_prior * valence))
+
+
 @torch.no_grad()
 def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor, prefix_uncond: torch.Tensor | None,
                   duration_s: float, opts: SamplingOptions, control_vad: tuple[float, float, float] | None = None,
@@ -332,20 +344,14 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
     tempo_bias = None                                  # (N_TEMPO,) Gaussian prior around the rule's tempo for arousal
     planner, drawn_mode = None, None
     if control_vad is not None and opts.vad_control == "plan":
-        p_major = 1.0 / (1.0 + math.exp(-opts.mode_prior * float(control_vad[0])))
-        if opts.mode_draw == "reach":
-            p_major = min(1.0, max(0.0, 0.5 + float(control_vad[0]) / (2 * REACH_GAP)))
-        if opts.mode_prior and opts.mode_control == "set" and opts.mode_draw == "residual":
-            p_major = residual_p_major(control_vad, velocity_shift, opts.plan_pull,
-                                       HEARD_GAIN if opts.plan_heard else None, tuple(opts.plan_axis_weights),
-                                       slope=opts.residual_slope)
+        gains = HEARD_GAIN if opts.plan_heard else None
+        p_major = major_odds(opts, control_vad, velocity_shift, gains)
         if opts.mode_prior and opts.mode_control == "set":   # mode first: every other cue is planned around it
             drawn_mode = "major" if float(torch.rand((), generator=gen)) < p_major else "minor"
             m = 1.0 if drawn_mode == "major" else -1.0
         else:                                          # the model (with the mode prior) decides at MODE: plan on E[m]
             m = 2.0 * p_major - 1.0 if opts.mode_prior else 0.0
-        planner = HeaderPlanner(control_vad, m, velocity_shift, pull=opts.plan_pull,
-                                gains=HEARD_GAIN if opts.plan_heard else None,
+        planner = HeaderPlanner(control_vad, m, velocity_shift, pull=opts.plan_pull, gains=gains,
                                 clarity=opts.plan_clarity and drawn_mode is not None,
                                 axis_weights=tuple(opts.plan_axis_weights))
         step = float(np.log2(tempo_bins()[1] / tempo_bins()[0]))
