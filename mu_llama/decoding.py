@@ -22,6 +22,7 @@ class DecodingOptions:
     repetition_penalty: float = 1.0  # 1 = off; >1 discourages repeats (HF semantics)
     seed: int | None = None  # sampling seed (None: 0, so sampling is reproducible by default)
     min_new_tokens: int = 0  # forbid EOS before this many tokens (benchmarks use it for fixed lengths)
+    fact_fusion: float = 1.0  # weight of the model's audio fact tagger in decoding (mu_llama.fusion); 0 = off
 
     def __post_init__(self):
         _check_int("max_new_tokens", self.max_new_tokens, 1, 32768)
@@ -31,6 +32,7 @@ class DecodingOptions:
             _check_int("seed", self.seed, 0, 2**63 - 1)
         _check_float("temperature", self.temperature, 0.0, 100.0, "[0, 100] (0 = greedy)")
         _check_float("top_p", self.top_p, 0.0, 1.0, "(0, 1]")
+        _check_float("fact_fusion", self.fact_fusion, 0.0, 100.0, "[0, 100] (0 = off)")
         if self.top_p == 0:
             raise ConfigError("invalid top_p 0.0; valid range (0, 1]")
         _check_float("repetition_penalty", self.repetition_penalty, 0.0, 100.0, "(0, 100] (1 = off)")

@@ -51,6 +51,8 @@ from mu_llama.encoders.descriptors import DESCRIPTOR_DIM, DescriptorEncoder
 from mu_llama.errors import CheckpointError, ConfigError, choice_error
 from mu_llama.llm import SMOLLM2, LLMOptions, cache_dir, load_llm, quantize_dynamic_int8
 from mu_llama.prompts import TEMPLATES, resolve_template
+from mu_llama.tagger import CHECKPOINT as TAGGER_CHECKPOINT
+from mu_llama.tagger import FactTagger
 
 FORMAT, FORMAT_VERSION = "mu-llama", 1
 CONFIG_FILE, ADAPTER_FILE, LORA_FILE = "config.json", "adapter.safetensors", "adapter_model.safetensors"
@@ -205,6 +207,8 @@ class MuLlama(nn.Module):
             add_bias(llm, config.lora.bias_targets)
             llm = apply_lora(llm, config.lora)
         self.llm = llm
+        self.tagger = None          # an audio fact tagger (mu_llama.tagger) shipped with the checkpoint, if any
+        self._fact_tokens = None    # its words' token ids (mu_llama.fusion), built on first use
         self.set_stage("frozen")
         self.eval()
 
@@ -340,20 +344,45 @@ class MuLlama(nn.Module):
 
     @torch.inference_mode()
     def generate(self, music: MusicTokens | None, prompts: Sequence[Sequence[int]],
-                 options: DecodingOptions | None = None) -> list[list[int]]:
-        """Batched generation; returns the new token ids per row (up to, not including, EOS)."""
+                 options: DecodingOptions | None = None, *, fusion=None) -> list[list[int]]:
+        """Batched generation; returns the new token ids per row (up to, not including, EOS).
+        fusion: a logits processor for these rows (fact_fusion()), or None."""
         options = options or DecodingOptions()
         input_ids, attention_mask = self.pad_prompts(prompts)
         stops = self.stop_token_ids()
         eos = set(stops) | ({self.tokenizer.pad_token_id} - {None})
+        from transformers import LogitsProcessorList
+
+        extra = {} if fusion is None else {"logits_processor": LogitsProcessorList([fusion])}
         with self.injection.music(music), seeded(options, self.device):
             out = self.llm.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                    generation_config=options.generation_config(self.tokenizer, stops))
+                                    generation_config=options.generation_config(self.tokenizer, stops), **extra)
         result = []
         for row in out[:, input_ids.shape[1]:].tolist():
             cut = next((i for i, t in enumerate(row) if t in eos), len(row))
             result.append(row[:cut])
         return result
+
+    def fact_fusion(self, waves: Sequence[np.ndarray | Tensor] | None = None,
+                    options: DecodingOptions | None = None, *, probs: dict[str, np.ndarray] | None = None,
+                    repeat: int = 1):
+        """A FactFusion logits processor (mu_llama.fusion) for one batch, or None when the model has no tagger or
+        options.fact_fusion is 0. The tagger reads `waves` (mono, self.sample_rate, one per row; numpy on the CPU), or
+        `probs` gives its output ({fact: (B, classes)}) directly. repeat: rows per wave, wave-major (several
+        questions about each clip)."""
+        from mu_llama.fusion import FactFusion, fact_token_classes
+        from mu_llama.tagger import TAG_FACTS
+
+        weight = (options or DecodingOptions()).fact_fusion
+        if self.tagger is None or weight == 0:
+            return None
+        if self._fact_tokens is None:
+            self._fact_tokens = fact_token_classes(self.tokenizer)
+        if probs is None:
+            waves = [w.detach().float().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w) for w in waves]
+            probs = self.tagger.tag_waves(waves, self.sample_rate)
+        probs = {f: np.repeat(p, repeat, axis=0) for f, p in probs.items()}
+        return FactFusion(self._fact_tokens, probs, TAG_FACTS, weight)
 
     def stop_token_ids(self) -> list[int]:
         """Tokens that end an answer: the tokenizer's EOS plus the model's own (e.g. LLaMA-3's <|eot_id|>)."""
@@ -379,6 +408,8 @@ class MuLlama(nn.Module):
             peft_cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in peft_cfg.items()}
             peft_cfg["base_model_name_or_path"] = self.config.llm
             (directory / "adapter_config.json").write_text(json.dumps(peft_cfg, indent=2, default=str) + "\n")
+        if self.tagger is not None:
+            self.tagger.save(directory)
         body = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         (directory / CONFIG_FILE).write_text(json.dumps(body, indent=2) + "\n")
         return directory
@@ -395,6 +426,8 @@ class MuLlama(nn.Module):
         else:
             model = cls(config, encoder, llm[0], llm[1], where=str(directory))
         model._load_weights(directory)
+        if (directory / f"{TAGGER_CHECKPOINT}.json").is_file():
+            model.tagger = FactTagger.load(directory)
         if options.quantize == "int8-dynamic":
             model.quantize_dynamic()
         return model

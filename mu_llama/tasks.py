@@ -134,7 +134,8 @@ def ask(model, audios, questions, history: Sequence[Sequence[Turn]] | None = Non
             with torch.inference_mode():
                 music = model.encode_music(waves)
             prompts = [encode_prompt(model.template, model.tokenizer, questions[i], history[i]) for i in rows]
-            answers += [_decode(model, ids) for ids in model.generate(music, prompts, options)]
+            fusion = model.fact_fusion(waves, options)
+            answers += [_decode(model, ids) for ids in model.generate(music, prompts, options, fusion=fusion)]
             if progress:
                 progress(len(rows))
     return answers[0] if single else answers
@@ -155,13 +156,15 @@ class Conversation:
     def __init__(self, model, audio: AudioInput, options: DecodingOptions | None = None):
         self.model = model
         self.options = options
+        wave = load_input(model, audio)
         with torch.inference_mode():
-            self.music = model.encode_music([load_input(model, audio)])
+            self.music = model.encode_music([wave])
+        self.fusion = model.fact_fusion([wave], options)
         self.history: list[Turn] = []
 
     def ask(self, question: str) -> str:
         prompt = encode_prompt(self.model.template, self.model.tokenizer, question, self.history)
-        answer = _decode(self.model, self.model.generate(self.music, [prompt], self.options)[0])
+        answer = _decode(self.model, self.model.generate(self.music, [prompt], self.options, fusion=self.fusion)[0])
         self.history.append((question, answer))
         return answer
 

@@ -35,13 +35,17 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=d.top_k, help="0 = off (default)")
     p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="1 = off (default)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
+    p.add_argument("--fact-fusion", type=float, default=d.fact_fusion, metavar="W",
+                   help=f"weight of the model's audio fact tagger in decoding, when it ships one (0 = off; "
+                        f"default {d.fact_fusion})")
 
 
 def decoding_from_args(args):
     from mu_llama.decoding import DecodingOptions
 
     return DecodingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                           fact_fusion=args.fact_fusion)
 
 
 def load_model_from_args(args):

@@ -62,6 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--encoder-dir", metavar="DIR", help="with --export: bundle this encoder folder as DIR/encoder")
     g.add_argument("--predict", metavar="SPLIT", help="write predictions for a corpus split (for mu-llama eval)")
     g.add_argument("--model-dir", metavar="DIR", help="with --predict: the trained model folder")
+    g.add_argument("--fact-fusion", type=float, default=1.0, metavar="W",
+                   help="with --predict: weight of the model's audio fact tagger in decoding (0 = off; default 1)")
     g.add_argument("--pred-out", metavar="FILE.jsonl", help="with --predict: output file")
     g.add_argument("--qa", choices=("none", "facts", "factual", "all"), default="facts",
                    help="with --predict: also answer the clips' questions: facts = those scored as facts (default), "
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         path = predict_split(args.model_dir, args.corpus or "data/corpus", args.predict, args.pred_out, qa=args.qa,
                              limit=args.limit, feature_cache=args.feature_cache, device=args.device or "cpu",
                              batch_size=args.batch_size or 8, progress=not args.no_progress, refs_out=args.refs_out,
-                             shard=parse_shard(args.shard))
+                             shard=parse_shard(args.shard), fact_fusion=args.fact_fusion)
         print(f"predictions written to {path}", file=sys.stderr)
         return 0
     config = resolve_from_args(args)

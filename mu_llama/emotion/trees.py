@@ -45,11 +45,13 @@ class TreeEnsemble:
         return cls.from_sklearn(est)
 
     @classmethod
-    def from_sklearn(cls, est) -> "TreeEnsemble":
-        """Export a fitted single-output HistGradientBoostingRegressor (its `_predictors` node tables)."""
+    def from_sklearn(cls, est, tree: int = 0) -> "TreeEnsemble":
+        """Export a fitted HistGradientBoostingRegressor (its `_predictors` node tables), or the trees of one output
+        of a HistGradientBoostingClassifier (`tree`: the class index; a binary classifier has one output, its
+        log-odds). Its prediction is then that output's raw score (decision_function)."""
         parts, roots, offset = [], [], 0
-        for (predictor,) in est._predictors:
-            nodes = predictor.nodes
+        for predictors in est._predictors:
+            nodes = predictors[tree].nodes
             if nodes["is_categorical"].any():
                 raise ValueError("categorical splits are not supported")
             leaf = nodes["is_leaf"].astype(bool)
@@ -59,7 +61,7 @@ class TreeEnsemble:
             roots.append(offset)
             offset += len(nodes)
         cat = [np.concatenate(col) for col in zip(*parts)]
-        return cls(float(np.ravel(est._baseline_prediction)[0]), cat[0], cat[1].astype(np.float64), cat[2], cat[3],
+        return cls(float(np.ravel(est._baseline_prediction)[tree]), cat[0], cat[1].astype(np.float64), cat[2], cat[3],
                    cat[4], cat[5].astype(np.float64), np.array(roots, np.int32))
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -128,8 +128,9 @@ class MuLlamaImpl:
         questions = [default_question(m.template), *self.info.questions.values()]
         music = m.encode_music(waves).expand(len(questions))            # (B * Q, M, H), clip-major
         prompt_ids = [encode_prompt(m.template, m.tokenizer, q) for q in questions]
+        fusion = m.fact_fusion(waves, self.options, repeat=len(questions))
         texts = [m.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                 for ids in m.generate(music, prompt_ids * len(clips), self.options)]
+                 for ids in m.generate(music, prompt_ids * len(clips), self.options, fusion=fusion)]
         out = []
         names = list(self.info.questions)
         for b in range(len(clips)):

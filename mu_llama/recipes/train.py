@@ -417,15 +417,22 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 # ================================================================================================ evaluation
 def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, qa: str = "factual",
-            batch_size: int = 8, max_new_tokens: int = 112, progress: bool = False) -> list[dict]:
+            batch_size: int = 8, max_new_tokens: int = 112, fact_fusion: float = 1.0,
+            progress: bool = False) -> list[dict]:
     """Greedy caption (default caption question) + answers to the clips' questions -> prediction rows.
     qa: "none", "facts" (questions whose kind the harness scores as a fact), "factual" (every non-description
-    question) or "all"."""
+    question) or "all". fact_fusion: DecodingOptions.fact_fusion (used when the model has a fact tagger, which then
+    reads each clip's audio file)."""
     from tqdm import tqdm
 
+    from mu_llama.audio import load_audio
     from mu_llama.decoding import DecodingOptions
 
-    options = DecodingOptions(max_new_tokens=max_new_tokens)
+    options = DecodingOptions(max_new_tokens=max_new_tokens, fact_fusion=fact_fusion)
+    tags = None
+    if model.tagger is not None and options.fact_fusion:       # tag each clip once
+        tags = {c.id: model.tagger.tag_waves([load_audio(c.audio, sample_rate=model.sample_rate)], model.sample_rate)
+                for c in tqdm(clips, desc="tag", disable=not progress)}
     from mu_llama.eval.facts_score import QA_KIND_TO_FACT
 
     def wanted(kind: str) -> bool:
@@ -443,7 +450,9 @@ def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, q
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             music = model.music_tokens(PooledMusic.stack([features[cid] for cid, _ in chunk]))
-            outs = model.generate(music, [encoded[q] for _, q in chunk], options)
+            fusion = None if tags is None else model.fact_fusion(
+                options=options, probs={f: np.concatenate([tags[cid][f] for cid, _ in chunk]) for f in tags[chunk[0][0]]})
+            outs = model.generate(music, [encoded[q] for _, q in chunk], options, fusion=fusion)
             for (cid, q), ids in zip(chunk, outs):
                 text = tok.decode(ids, skip_special_tokens=True).strip()
                 if q == CAPTION_QUESTION:
@@ -715,14 +724,16 @@ def _finish(model, config: TrainConfig, out: Path, history: list, evals: list) -
 
 # ================================================================================================ export / loading
 def export_model(run_dir: str | Path, dest: str | Path, encoder_dir: str | Path | None = None) -> Path:
-    """Copy a trained model (save_pretrained folder) to `dest`; with encoder_dir, copy the encoder into dest/encoder
+    """Copy a trained model (save_pretrained folder, with its fact tagger if it has one) to `dest` (a tagger already
+    in `dest` stays when the run has none); with encoder_dir, copy the encoder into dest/encoder
     and make config.json refer to it as "encoder" (a path relative to the model folder, which
     MuLlama.from_pretrained resolves)."""
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(run_dir, "not a model folder (no config.json)")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "adapter.safetensors", "adapter_model.safetensors", "adapter_config.json"):
+    for name in ("config.json", "adapter.safetensors", "adapter_model.safetensors", "adapter_config.json",
+                 "fact_tagger.json", "fact_tagger.safetensors"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
     if encoder_dir is not None:
@@ -738,7 +749,8 @@ def export_model(run_dir: str | Path, dest: str | Path, encoder_dir: str | Path 
 def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_path: str | Path, *,
                   qa: str = "facts", limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 112,
                   feature_cache: str | Path | None = None, device: str = "cpu", progress: bool = True,
-                  refs_out: str | Path | None = None, shard: tuple[int, int] = (0, 1)) -> Path:
+                  refs_out: str | Path | None = None, shard: tuple[int, int] = (0, 1),
+                  fact_fusion: float = 1.0) -> Path:
     """Predictions JSONL for `mu-llama eval --pred`: a caption (+ answers) per clip of a corpus split, from cached
     encoder features (the cache is filled for the split first; resumable). shard=(k, n) predicts clips k, k+n, ...
     only (n processes share a CPU; fill the cache once with shard (0, 1) and qa="none" first, or the writers race)."""
@@ -758,7 +770,7 @@ def predict_split(model_dir: str | Path, corpus: str | Path, split: str, out_pat
         cache.build(model, [(c.id, c.audio) for c in clips], batch_size=batch_size, progress=progress)
     clips = clips[k::n]
     rows = predict(model, clips, cache.load([c.id for c in clips]), qa=qa, batch_size=batch_size,
-                   max_new_tokens=max_new_tokens, progress=progress)
+                   max_new_tokens=max_new_tokens, fact_fusion=fact_fusion, progress=progress)
     if refs_out is not None:
         snapshot_corpus(corpus, refs_out, {split: {c.id for c in clips}, "train": None})
     return write_predictions([Prediction.from_dict(r) for r in rows], out_path)
