@@ -143,16 +143,26 @@ def test_features_are_finite_on_silence_and_short_audio():
         assert f.shape == (len(TAGGER_FEATURES),) and np.isfinite(f).all()
 
 
-def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tmp_path):
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    """(a tiny random model with a tiny tagger, the folder it was saved to)."""
     from mu_llama.adapters import LoraOptions
-    from mu_llama.decoding import DecodingOptions
     from mu_llama.model import MuLlama
-    from mu_llama.tasks import caption
-    from tests.test_model import randomize, tiny_config, waves
+    from tests.test_model import randomize, tiny_config
 
     model = randomize(MuLlama.build(tiny_config(lora=LoraOptions(rank=2, dropout=0.0))))
     model.tagger = _fit_tiny()[2]
-    loaded = MuLlama.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    return model, model.save_pretrained(tmp_path_factory.mktemp("tagged") / "m")
+
+
+def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tagged):
+    from mu_llama.decoding import DecodingOptions
+    from mu_llama.model import MuLlama
+    from mu_llama.tasks import caption
+    from tests.test_model import waves
+
+    model, folder = tagged
+    loaded = MuLlama.from_pretrained(folder)
     assert loaded.tagger is not None
     w = waves(1.2, 0.5, 0.9, seed=3)
     X = np.stack([tagger_features(x, loaded.sample_rate) for x in w])
@@ -169,3 +179,14 @@ def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tmp_pa
     assert batched == [caption(loaded, x, fused) for x in w]           # each row fused with its own audio's tags
     assert batched != caption(loaded, w, plain, batch_size=3)          # and the tags do steer the words
     assert loaded.fact_fusion(w, fused, repeat=2).groups[0][2].shape[0] == 6   # rows per clip, clip-major
+
+
+def test_text_adherence_scores_with_and_without_the_tagger_and_plots(tagged, gen, tmp_path):
+    from mu_llama.generate.evaluate import ADHERENCE_PROMPTS, plot_adherence, text_adherence
+
+    res = text_adherence(gen, str(tagged[1]), prompts=ADHERENCE_PROMPTS[:2], seeds=1, duration=1.0, progress=False)
+    assert res["pairs"] == 2 and len(res["items"]) == 2
+    for key in ("captions", "captions_no_fusion", "generated_notes", "shuffled_captions"):
+        assert set(res[key]) == {"overall", "family", "tempo_class", "mode"}
+    assert all("caption_no_fusion" in it for it in res["items"])
+    assert plot_adherence(res, tmp_path).stat().st_size > 0
