@@ -8,7 +8,8 @@ tokens and p_c the tagger's probability of class c for this row's audio, the mas
 
 and each token of class c is scaled by q_c / m_c. So the LM still decides *whether* a fact word comes next (the total
 mass on the fact's words is unchanged, and a class the LM gives no mass stays out), and the product of the two experts
-decides *which* one. weight 0 is plain decoding (tested); larger weights trust the tagger more.
+decides *which* one. weight 0 is plain decoding (tested); larger weights trust the tagger more. The family is steered
+only until the answer names one, and no fact right after one of its own words (FactFusion explains why).
 
 Word lists: the class words (or phrases: "string quartet") of mu_llama.eval.facts_parse that the captioners use;
 tests/test_fusion.py checks that each reads as its class to the parser. A token that starts words of two classes of
@@ -17,6 +18,8 @@ Only words the tokenizer keeps whole are biased (and the first word of a phrase:
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -74,15 +77,25 @@ def fact_token_classes(tokenizer, facts=tuple(FACT_WORDS)) -> dict[str, dict[str
     return out
 
 
+ONCE = ("family",)   # facts steered only until the answer first names one of their classes
+
+
 class FactFusion(LogitsProcessor):
     """A transformers logits processor: __call__(input_ids (B, T), scores (B, V)) -> scores (B, V).
 
-    probs[fact]: (B, len(classes)) tagger probabilities, columns in `classes[fact]` order (TAG_FACTS order)."""
+    probs[fact]: (B, len(classes)) tagger probabilities, columns in `classes[fact]` order (TAG_FACTS order).
+    Where a fact's words are not steered (the row's scores pass through for that fact):
+    - right after one of the fact's own words: inside a name such as "synth bass" or "string quartet", whose second
+      word belongs to another class (steering it turned "synth bass" into "synth synth");
+    - for the family, once the answer has named one: the tagger knows the *primary* family, which an answer names
+      first; the rest of an instrument list is the LLM's.
+    The generated part of input_ids starts at `prompt_len`, which model.generate sets per call (for_prompt)."""
 
     def __init__(self, token_classes: dict[str, dict[str, list[int]]], probs: dict[str, np.ndarray],
                  classes: dict[str, tuple[str, ...]], weight: float = 1.0, floor: float = 1e-4):
         self.weight = float(weight)
-        self.groups = []    # (class token ids (K,) long, class of each token (K,) long, log p (B, C))
+        self.prompt_len = 0
+        self.groups = []    # (fact, class token ids (K,) long, class of each token (K,) long, log p (B, C))
         for fact, by_class in token_classes.items():
             if fact not in probs:
                 continue
@@ -93,15 +106,22 @@ class FactFusion(LogitsProcessor):
             which = [j for j, c in enumerate(names) for _ in by_class[c]]
             cols = [classes[fact].index(c) for c in names]
             logp = np.log(np.maximum(np.asarray(probs[fact], np.float64)[:, cols], floor))
-            self.groups.append((torch.tensor(ids, dtype=torch.long), torch.tensor(which, dtype=torch.long),
+            self.groups.append((fact, torch.tensor(ids, dtype=torch.long), torch.tensor(which, dtype=torch.long),
                                 torch.from_numpy(logp).float()))
+
+    def for_prompt(self, prompt_len: int) -> "FactFusion":
+        """A copy that knows where the generated tokens start (the prompts' padded width)."""
+        out = copy.copy(self)
+        out.prompt_len = int(prompt_len)
+        return out
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.weight == 0:
             return scores
         logp = torch.log_softmax(scores.float(), -1)                                  # (B, V)
         out = scores.clone()
-        for ids, which, tag in self.groups:
+        generated = input_ids[:, self.prompt_len:]                                     # (B, t)
+        for fact, ids, which, tag in self.groups:
             ids, which = ids.to(scores.device), which.to(scores.device)
             tok = logp[:, ids]                                                         # (B, K)
             # m_c: log LM mass per class (B, C); -inf where the LM gives a class nothing
@@ -110,5 +130,11 @@ class FactFusion(LogitsProcessor):
             total = torch.logsumexp(m, 1, keepdim=True)                                # log sum_c m_c
             q = fused - torch.logsumexp(fused, 1, keepdim=True) + total                # log q_c
             shift = torch.where(torch.isfinite(m), q - m, torch.zeros_like(m))         # (B, C)
+            free = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)    # rows left to the LM
+            if generated.shape[1]:
+                free |= torch.isin(generated[:, -1], ids)
+                if fact in ONCE:
+                    free |= torch.isin(generated, ids).any(1)
+            shift = shift.masked_fill(free[:, None], 0.0)
             out[:, ids] = (scores[:, ids].float() + shift[:, which]).to(scores.dtype)
         return out

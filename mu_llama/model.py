@@ -353,7 +353,9 @@ class MuLlama(nn.Module):
         eos = set(stops) | ({self.tokenizer.pad_token_id} - {None})
         from transformers import LogitsProcessorList
 
-        extra = {} if fusion is None else {"logits_processor": LogitsProcessorList([fusion])}
+        extra = {}
+        if fusion is not None:   # it steers the generated tokens, which start after the padded prompts
+            extra["logits_processor"] = LogitsProcessorList([fusion.for_prompt(input_ids.shape[1])])
         with self.injection.music(music), seeded(options, self.device):
             out = self.llm.generate(input_ids=input_ids, attention_mask=attention_mask,
                                     generation_config=options.generation_config(self.tokenizer, stops), **extra)

@@ -66,9 +66,10 @@ def _fusion_setup(weight, probs=None):
 def test_weight_zero_is_plain_decoding_and_mass_is_kept():
     tok, classes, fusion0, probs = _fusion_setup(0.0)
     scores = torch.randn(2, len(tok.vocab) + 5)
-    assert torch.equal(fusion0(None, scores), scores)
+    prompt = torch.zeros(2, 3, dtype=torch.long)                  # nothing generated yet
+    assert torch.equal(fusion0.for_prompt(3)(prompt, scores), scores)
     _, _, fusion, _ = _fusion_setup(1.5, probs)
-    out = fusion(None, scores)
+    out = fusion.for_prompt(3)(prompt, scores)
     p_in, p_out = scores.softmax(-1), out.softmax(-1)
     fact_ids = {t for by_class in classes.values() for ids in by_class.values() for t in ids}
     other = [i for i in range(scores.shape[1]) if i not in fact_ids]
@@ -91,9 +92,29 @@ def test_a_class_the_lm_rules_out_stays_out():
     tok, classes, fusion, _ = _fusion_setup(3.0, {"mode": np.array([[0.01, 0.99]])})
     scores = torch.zeros(1, len(tok.vocab))
     scores[0, classes["mode"]["minor"]] = float("-inf")
-    out = fusion(None, scores)
+    out = fusion.for_prompt(1)(torch.zeros(1, 1, dtype=torch.long), scores)
     assert torch.isinf(out[0, classes["mode"]["minor"]]).all()
     assert torch.isfinite(out[0, classes["mode"]["major"]]).all()
+
+
+def test_names_and_the_first_family_mention_are_left_to_the_lm():
+    tok, classes, fusion, _ = _fusion_setup(2.0)
+    fusion = fusion.for_prompt(2)
+    scores = torch.randn(2, len(tok.vocab))
+    synth, bass, the = tok.vocab[" synth"], tok.vocab[" bass"], tok.vocab[" the"]
+    major = tok.vocab[" major"]
+    fam = [t for ids in classes["family"].values() for t in ids]
+    mode = [t for ids in classes["mode"].values() for t in ids]
+    # row 0: "... synth" (inside a name: nothing steered right after a family word)
+    # row 1: "... synth the" (the family was named: it stays the LM's; the mode is still steered)
+    ids = torch.tensor([[0, 0, the, synth], [0, 0, synth, the]])
+    out = fusion(ids, scores)
+    torch.testing.assert_close(out[:, fam], scores[:, fam])
+    assert not torch.allclose(out[1, mode], scores[1, mode])
+    # right after a mode word, the mode is not steered, and nothing stops the family being steered before it is named
+    out = fusion(torch.tensor([[0, 0, the, major], [0, 0, the, bass]]), scores)
+    torch.testing.assert_close(out[0, mode], scores[0, mode])
+    assert not torch.allclose(out[0, fam], scores[0, fam])
 
 
 def _fit_tiny(n=90, seed=0):
@@ -111,7 +132,8 @@ def test_tagger_equals_sklearn_and_round_trips(tmp_path):
     X, labels, tagger = _fit_tiny()
     P = tagger.predict_proba(X)
     for fact in ("family", "mode"):                                         # multi-class and binary
-        est = HistGradientBoostingClassifier(max_iter=15, learning_rate=0.1, early_stopping=False, random_state=0)
+        est = HistGradientBoostingClassifier(max_iter=15, learning_rate=0.1, l2_regularization=1.0,
+                                             early_stopping=False, random_state=0)
         ref = est.fit(X, labels[fact]).predict_proba(X)
         cols = [TAG_FACTS[fact].index(c) for c in est.classes_]
         np.testing.assert_allclose(P[fact][:, cols], ref, atol=1e-9)
@@ -178,7 +200,7 @@ def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tagged
     batched = caption(loaded, w, fused, batch_size=3)
     assert batched == [caption(loaded, x, fused) for x in w]           # each row fused with its own audio's tags
     assert batched != caption(loaded, w, plain, batch_size=3)          # and the tags do steer the words
-    assert loaded.fact_fusion(w, fused, repeat=2).groups[0][2].shape[0] == 6   # rows per clip, clip-major
+    assert loaded.fact_fusion(w, fused, repeat=2).groups[0][3].shape[0] == 6   # rows per clip, clip-major
 
 
 def test_text_adherence_scores_with_and_without_the_tagger_and_plots(tagged, gen, tmp_path):

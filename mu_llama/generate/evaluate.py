@@ -377,7 +377,7 @@ def plot_adherence(result: dict, out_dir: Path) -> Path:
                                         ("generated_notes", "the generated notes"),
                                         ("shuffled_captions", "chance (shuffled pairs)")) if k in result]
     cols = ("overall",) + ADHERENCE_FACTS
-    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    fig, ax = plt.subplots(figsize=(10.5, 3.8))
     width = 0.8 / len(rows)
     for j, (k, label) in enumerate(rows):
         vals = [result[k][c] or 0.0 for c in cols]
@@ -387,7 +387,7 @@ def plot_adherence(result: dict, out_dir: Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("agreement with the prompt")
     ax.set_title(f"Text adherence: {result['caption_model']} hears {result['pairs']} generated pieces")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = out_dir / "text_adherence.png"
     fig.savefig(path, dpi=110)

@@ -149,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="K/N: featurise every N-th clip from K (parallel processes)")
     ap.add_argument("--featurize-only", action="store_true")
     ap.add_argument("--test", action="store_true", help="also score the corpus test split")
+    ap.add_argument("--corpus-only", action="store_true", help="fit on the corpus train clips only (ablation)")
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--learning-rate", type=float, default=0.1)
+    ap.add_argument("--l2", type=float, default=1.0, help="leaf-value L2 regularisation (see FactTagger.fit)")
     args = ap.parse_args(argv)
     shard = tuple(int(v) for v in args.shard.split("/"))
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -177,18 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         keep = [k for k in keys if k in feats and labels[k]["work"] not in exclude]
         return np.stack([feats[k] for k in keep]), [labels[k] for k in keep]
 
-    parts = [corpus_xy("train"), generator_xy("train", unseen), generator_xy("train_perf", unseen)]
+    parts = [corpus_xy("train")]
+    if not args.corpus_only:
+        parts += [generator_xy("train", unseen), generator_xy("train_perf", unseen)]
     X = np.concatenate([p[0] for p in parts])
     labels = [lab for p in parts for lab in p[1]]
     tagger = FactTagger.fit(X, {f: [lab[f] for lab in labels] for f in TAG_FACTS}, max_iter=args.max_iter,
-                            learning_rate=args.learning_rate)
+                            learning_rate=args.learning_rate, l2_regularization=args.l2)
     scores = {"corpus_validation": _accuracy(tagger, *corpus_xy("validation")),
               "generator_heldout": _accuracy(tagger, *generator_xy("heldout"))}
     if args.test:
         scores["corpus_test"] = _accuracy(tagger, *corpus_xy("test"))
-    tagger.info = {"train_clips": {"corpus_train": len(parts[0][1]), "generator_excerpts": len(parts[1][1]),
-                                   "generator_performed": len(parts[2][1])},
-                   "max_iter": args.max_iter, "learning_rate": args.learning_rate, "scores": scores,
+    tagger.info = {"train_clips": dict(zip(("corpus_train", "generator_excerpts", "generator_performed"),
+                                           (len(p[1]) for p in parts))),
+                   "max_iter": args.max_iter, "learning_rate": args.learning_rate, "l2_regularization": args.l2,
+                   "scores": scores,
                    "features": len(TAGGER_FEATURES)}
     print(json.dumps(scores, indent=1))
     if args.out:
