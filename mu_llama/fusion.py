@@ -109,7 +109,7 @@ class FactFusion(LogitsProcessor):
             self.groups.append((fact, torch.tensor(ids, dtype=torch.long), torch.tensor(which, dtype=torch.long),
                                 torch.from_numpy(logp).float()))
 
-    def for_prompt(self, prompt_len: int) -> "FactFusion":
+    def for_prompt(self, prompt_len: int) -> FactFusion:
         """A copy that knows where the generated tokens start (the prompts' padded width)."""
         out = copy.copy(self)
         out.prompt_len = int(prompt_len)

@@ -52,7 +52,7 @@ from mu_llama.errors import CheckpointError, ConfigError, choice_error
 from mu_llama.llm import SMOLLM2, LLMOptions, cache_dir, load_llm, quantize_dynamic_int8
 from mu_llama.prompts import TEMPLATES, resolve_template
 from mu_llama.tagger import CHECKPOINT as TAGGER_CHECKPOINT
-from mu_llama.tagger import FactTagger
+from mu_llama.tagger import TAG_FACTS, FactTagger
 
 FORMAT, FORMAT_VERSION = "mu-llama", 1
 CONFIG_FILE, ADAPTER_FILE, LORA_FILE = "config.json", "adapter.safetensors", "adapter_model.safetensors"
@@ -351,10 +351,10 @@ class MuLlama(nn.Module):
         input_ids, attention_mask = self.pad_prompts(prompts)
         stops = self.stop_token_ids()
         eos = set(stops) | ({self.tokenizer.pad_token_id} - {None})
-        from transformers import LogitsProcessorList
-
         extra = {}
         if fusion is not None:   # it steers the generated tokens, which start after the padded prompts
+            from transformers import LogitsProcessorList
+
             extra["logits_processor"] = LogitsProcessorList([fusion.for_prompt(input_ids.shape[1])])
         with self.injection.music(music), seeded(options, self.device):
             out = self.llm.generate(input_ids=input_ids, attention_mask=attention_mask,
@@ -373,7 +373,6 @@ class MuLlama(nn.Module):
         `probs` gives its output ({fact: (B, classes)}) directly. repeat: rows per wave, wave-major (several
         questions about each clip)."""
         from mu_llama.fusion import FactFusion, fact_token_classes
-        from mu_llama.tagger import TAG_FACTS
 
         weight = (options or DecodingOptions()).fact_fusion
         if self.tagger is None or weight == 0:

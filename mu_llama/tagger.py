@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mu_llama.emotion.features import FEATURE_NAMES, N_FFT, SR, _stft_mag, audio_features
+from mu_llama.emotion.features import (
+    FEATURE_NAMES,
+    N_FFT,
+    SR,
+    _stft_mag,
+    audio_features,
+)
 from mu_llama.emotion.trees import TreeEnsemble
 from mu_llama.errors import CheckpointError
 from mu_llama.facts import FAMILIES, MODES, TEMPO_CLASSES
@@ -40,8 +46,8 @@ TAGGER_FEATURES = FEATURE_NAMES + TIMBRE_NAMES
 @functools.lru_cache(maxsize=1)
 def _mel_dct() -> tuple[np.ndarray, np.ndarray]:
     """(N_MELS, N_FFT/2+1) triangular mel filterbank over 30 Hz..11 kHz, (N_MFCC, N_MELS) orthonormal DCT-II."""
-    hz2mel = lambda f: 2595 * np.log10(1 + f / 700)           # noqa: E731
-    mel2hz = lambda m: 700 * (10 ** (m / 2595) - 1)           # noqa: E731
+    hz2mel = lambda f: 2595 * np.log10(1 + f / 700)
+    mel2hz = lambda m: 700 * (10 ** (m / 2595) - 1)
     pts = mel2hz(np.linspace(hz2mel(30.0), hz2mel(11000.0), N_MELS + 2))
     f = np.fft.rfftfreq(N_FFT, 1 / SR)
     fb = np.stack([np.clip(np.minimum((f - lo) / (c - lo), (hi - f) / (hi - c)), 0, None)
@@ -99,7 +105,7 @@ class FactTagger:
 
     @classmethod
     def fit(cls, X: np.ndarray, labels: dict[str, list[str]], *, max_iter: int = 200, learning_rate: float = 0.1,
-            l2_regularization: float = 1.0, seed: int = 0, info: dict | None = None) -> "FactTagger":
+            l2_regularization: float = 1.0, seed: int = 0, info: dict | None = None) -> FactTagger:
         """X (n, F) in TAGGER_FEATURES order; labels[fact] (n,) strings from TAG_FACTS[fact].
 
         l2_regularization: a leaf's value is -G / (H + l2). Without it (sklearn's default 0) a multi-class fit on
@@ -154,7 +160,7 @@ class FactTagger:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, name: str = CHECKPOINT) -> "FactTagger":
+    def load(cls, directory: str | Path, name: str = CHECKPOINT) -> FactTagger:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 

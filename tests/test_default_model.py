@@ -38,6 +38,16 @@ def test_default_is_the_committed_mini_model_and_small():
     assert not any(k.startswith("llm.") and "norm" not in k and "lora" not in k for k in keys)
 
 
+def test_ships_a_regularised_fact_tagger(model):
+    from mu_llama.tagger import TAG_FACTS
+
+    assert model.tagger is not None and set(model.tagger.heads) == set(TAG_FACTS)
+    # an unregularised multi-class fit runs away (leaves of 1e3-1e4 that decide alone); l2 keeps them small
+    assert max(abs(t.value).max() for trees in model.tagger.heads.values() for t in trees) < 50
+    scores = model.tagger.info["scores"]["corpus_test"]
+    assert scores["family"]["accuracy"] > 2 * scores["family"]["majority"]
+
+
 def test_loads_every_trained_key(model):
     saved = load_file(str(MINI / "adapter.safetensors"))
     state = model.trainable_state()  # the names save_pretrained writes

@@ -169,6 +169,7 @@ def test_features_are_finite_on_silence_and_short_audio():
 def tagged(tmp_path_factory):
     """(a tiny random model with a tiny tagger, the folder it was saved to)."""
     from mu_llama.adapters import LoraOptions
+
     from mu_llama.model import MuLlama
     from tests.test_model import randomize, tiny_config
 
@@ -204,7 +205,11 @@ def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tagged
 
 
 def test_text_adherence_scores_with_and_without_the_tagger_and_plots(tagged, gen, tmp_path):
-    from mu_llama.generate.evaluate import ADHERENCE_PROMPTS, plot_adherence, text_adherence
+    from mu_llama.generate.evaluate import (
+        ADHERENCE_PROMPTS,
+        plot_adherence,
+        text_adherence,
+    )
 
     res = text_adherence(gen, str(tagged[1]), prompts=ADHERENCE_PROMPTS[:2], seeds=1, duration=1.0, progress=False)
     assert res["pairs"] == 2 and len(res["items"]) == 2

@@ -427,13 +427,13 @@ def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, q
 
     from mu_llama.audio import load_audio
     from mu_llama.decoding import DecodingOptions
+    from mu_llama.eval.facts_score import QA_KIND_TO_FACT
 
     options = DecodingOptions(max_new_tokens=max_new_tokens, fact_fusion=fact_fusion)
     tags = None
     if model.tagger is not None and options.fact_fusion:       # tag each clip once
         tags = {c.id: model.tagger.tag_waves([load_audio(c.audio, sample_rate=model.sample_rate)], model.sample_rate)
                 for c in tqdm(clips, desc="tag", disable=not progress)}
-    from mu_llama.eval.facts_score import QA_KIND_TO_FACT
 
     def wanted(kind: str) -> bool:
         return qa == "all" or (qa == "factual" and kind != "description") or (qa == "facts" and kind in QA_KIND_TO_FACT)
@@ -450,8 +450,10 @@ def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, q
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             music = model.music_tokens(PooledMusic.stack([features[cid] for cid, _ in chunk]))
-            fusion = None if tags is None else model.fact_fusion(
-                options=options, probs={f: np.concatenate([tags[cid][f] for cid, _ in chunk]) for f in tags[chunk[0][0]]})
+            fusion = None
+            if tags is not None:
+                probs = {f: np.concatenate([tags[cid][f] for cid, _ in chunk]) for f in tags[chunk[0][0]]}
+                fusion = model.fact_fusion(options=options, probs=probs)
             outs = model.generate(music, [encoded[q] for _, q in chunk], options, fusion=fusion)
             for (cid, q), ids in zip(chunk, outs):
                 text = tok.decode(ids, skip_special_tokens=True).strip()

@@ -60,8 +60,13 @@ def _merged(cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
 def corpus_rows(corpus: Path, split: str) -> list[dict]:
-    return [json.loads(line) for line in open(corpus / "manifests" / f"{split}.jsonl")]
+    return _jsonl(corpus / "manifests" / f"{split}.jsonl")
 
 
 def corpus_labels(row: dict) -> dict[str, str]:
@@ -85,8 +90,7 @@ def _rows_by_key(data: Path, name: str, seed: int = 0) -> dict[str, dict]:
     --n-train 900 and 2000 and --n-heldout 142. A key that two picks give different rows is left out."""
     from mu_llama.emotion.train_audio import row_key
 
-    train = [json.loads(line) for line in open(data / "train.jsonl")]
-    heldout = [json.loads(line) for line in open(data / "heldout.jsonl")]
+    train, heldout = (_jsonl(data / f"{name}.jsonl") for name in ("train", "heldout"))
     out: dict[str, dict] = {}
     clash: set[str] = set()
     for n_train, n_heldout in ((900, 142), (2000, 142)):
