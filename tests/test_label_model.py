@@ -91,6 +91,12 @@ def test_identity_follows_the_weights(tiny_ckpt, labeler, tmp_path):
     moved = MuLlamaLabeler.describe(str(other), questions=QUESTIONS, decoding=DECODING, device="cpu")
     assert moved.model_id == info.model_id and moved.model_revision != info.model_revision
     assert moved.fingerprint() != info.fingerprint()
+    # a fact tagger steers the captions: adding (or retraining) one is another revision too
+    from tests.test_fusion import _fit_tiny
+
+    _fit_tiny()[2].save(other)
+    tagged = MuLlamaLabeler.describe(str(other), questions=QUESTIONS, decoding=DECODING, device="cpu")
+    assert tagged.model_revision not in (moved.model_revision, info.model_revision)
 
 
 def test_spec_builds_the_same_labeler(tiny_ckpt, labeler):

@@ -2,8 +2,8 @@
 decoded together in one batched generate (clip-major rows: clip 0's questions, clip 1's, ...).
 
 Identity: model_id is the registry name (or the checkpoint directory's name); model_revision is a content hash of
-the checkpoint's config and weight files (for registry entries built from a config: of that config), so a retrained
-checkpoint at the same path never reuses cached labels. VAD (optional, derived estimates, named in `extra["vad"]`):
+the checkpoint's config and weight files, its fact tagger included (for registry entries built from a config: of that
+config), so a retrained checkpoint at the same path never reuses cached labels. VAD (optional, derived estimates, named in `extra["vad"]`):
 mu_llama.emotion's audio regressor on the heard audio when its checkpoint is installed, else its text estimator on
 the generated caption and answers.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from mu_llama.label.labelers import Clip, LabelerInfo
 
-_WEIGHT_FILES = ("config.json", "adapter.safetensors", "adapter_model.safetensors", "adapter_config.json")
+_WEIGHT_FILES = ("config.json", "adapter.safetensors", "adapter_model.safetensors", "adapter_config.json",
+                 "fact_tagger.json", "fact_tagger.safetensors")      # the tagger steers the captions too
 
 
 def _checkpoint_dir(spec: str) -> Path | None:
