@@ -17,6 +17,7 @@ the generator's single-instrument training excerpts (their header program family
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,19 @@ def tagger_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
     return np.concatenate([audio_features(x, SR), timbre_features(x)])
 
 
+LONG_SECONDS, SEGMENT_SECONDS, MAX_SEGMENTS = 60.0, 30.0, 4
+
+
+def audio_segments(wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+    """The wave itself up to LONG_SECONDS; beyond, ceil(duration / SEGMENT_SECONDS) (at most MAX_SEGMENTS) evenly
+    spaced excerpts of SEGMENT_SECONDS, the first at the start and the last at the end."""
+    seg = int(SEGMENT_SECONDS * sample_rate)
+    if len(wave) <= LONG_SECONDS * sample_rate:
+        return [wave]
+    n = min(MAX_SEGMENTS, -(-len(wave) // seg))
+    return [wave[int(a): int(a) + seg] for a in np.linspace(0, len(wave) - seg, n)]
+
+
 def _softmax(Z: np.ndarray) -> np.ndarray:
     Z = Z - Z.max(1, keepdims=True)
     P = np.exp(Z)
@@ -141,8 +155,13 @@ class FactTagger:
         return out
 
     def tag_waves(self, waves: list[np.ndarray], sample_rate: int) -> dict[str, np.ndarray]:
-        """Mono waves at `sample_rate` -> predict_proba of their features."""
-        return self.predict_proba(np.stack([tagger_features(w, sample_rate) for w in waves]))
+        """Mono waves at `sample_rate` -> {fact: (len(waves), classes)}. A wave longer than LONG_SECONDS is heard as
+        up to MAX_SEGMENTS evenly spaced SEGMENT_SECONDS excerpts whose probabilities are averaged: the whole piece
+        is sampled (not only its opening), and time and memory stay bounded for hour-long files."""
+        segments = [audio_segments(np.asarray(w), sample_rate) for w in waves]
+        P = self.predict_proba(np.stack([tagger_features(x, sample_rate) for segs in segments for x in segs]))
+        bounds = np.cumsum([0] + [len(segs) for segs in segments])
+        return {f: np.stack([p[a:b].mean(0) for a, b in itertools.pairwise(bounds)]) for f, p in P.items()}
 
     def save(self, directory: str | Path, name: str = CHECKPOINT) -> Path:
         from safetensors.numpy import save_file

@@ -217,3 +217,21 @@ def test_text_adherence_scores_with_and_without_the_tagger_and_plots(tagged, gen
         assert set(res[key]) == {"overall", "family", "tempo_class", "mode"}
     assert all("caption_no_fusion" in it for it in res["items"])
     assert plot_adherence(res, tmp_path).stat().st_size > 0
+
+
+def test_long_audio_is_tagged_from_evenly_spaced_excerpts():
+    from mu_llama.tagger import MAX_SEGMENTS, SEGMENT_SECONDS, audio_segments
+
+    sr = 8000
+    _, _, tagger = _fit_tiny()
+    short = np.random.default_rng(1).normal(size=sr * 20).astype(np.float32) * 0.1
+    long = np.random.default_rng(2).normal(size=sr * 400).astype(np.float32) * 0.1
+    segs = audio_segments(long, sr)
+    assert len(segs) == MAX_SEGMENTS and all(len(s) == SEGMENT_SECONDS * sr for s in segs)
+    assert np.array_equal(segs[0], long[: len(segs[0])]) and np.array_equal(segs[-1], long[-len(segs[-1]):])
+    assert len(audio_segments(short, sr)) == 1
+    both = tagger.tag_waves([short, long], sr)
+    alone = tagger.tag_waves(segs, sr)
+    for fact in TAG_FACTS:
+        np.testing.assert_allclose(both[fact][1], alone[fact].mean(0))                 # mean over the excerpts
+        np.testing.assert_allclose(both[fact][0], tagger.tag_waves([short], sr)[fact][0])   # batch == single
