@@ -1,7 +1,7 @@
 """Fact fusion: the audio fact tagger (mu_llama.tagger) weighs in on which family / tempo / mode word a caption uses.
 
 Shallow fusion, mass-preserving. At every decoding step, for each fact (family, tempo class, mode) the tokens that
-start one of its class words (FACT_WORDS) are grouped by class. With m_c the LM's probability mass on class c's
+spell one of its class words (FACT_WORDS) whole are grouped by class. With m_c the LM's probability mass on class c's
 tokens and p_c the tagger's probability of class c for this row's audio, the mass is redistributed as
 
     q_c  ∝  m_c * p_c ** weight,      sum_c q_c = sum_c m_c
@@ -12,9 +12,9 @@ decides *which* one. weight 0 is plain decoding (tested); larger weights trust t
 only until the answer names one, and no fact right after one of its own words (FactFusion explains why).
 
 Word lists: the class words (or phrases: "string quartet") of mu_llama.eval.facts_parse that the captioners use;
-tests/test_fusion.py checks that each reads as its class to the parser. A token that starts words of two classes of
-one fact is left out.
-Only words the tokenizer keeps whole are biased (and the first word of a phrase: " string" of "string quartet").
+tests/test_fusion.py checks that each reads as its class to the parser. Only words the tokenizer keeps whole are
+steered (of a phrase, its first word: " string" of "string quartet"), and a token claimed by two classes of one fact
+is left out.
 """
 
 from __future__ import annotations

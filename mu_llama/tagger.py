@@ -1,10 +1,10 @@
 """Audio fact tagger: the primary instrument family, tempo class and mode of a recording, as class probabilities.
 
-Why it exists: mu-llama-mini's captions read the instrument family at chance on generated audio and the tempo class
-near chance, although both are in the sound (a boosted-tree probe on handcrafted features reads them far better).
-The LLM has the words but, trained 240 CPU steps, not the ear. The tagger is the ear: its probabilities enter caption
-decoding by shallow fusion (mu_llama.fusion), so the LLM still decides what to say and when, and the tagger weighs in
-on which family / tempo / mode word it uses.
+Why it exists: mu-llama-mini's captions named the instrument family at chance on generated audio and the tempo class
+near chance, although both are in the sound. The LLM side has the words but, after 1,380 CPU training steps, not the
+ear. The tagger is the ear: its probabilities enter caption decoding by shallow fusion (mu_llama.fusion), so the LLM
+still decides what to say and when, and the tagger weighs in on which family / tempo / mode word it uses.
+A model folder that holds fact_tagger.{json,safetensors} gets it (MuLlama.from_pretrained); mu-llama-mini ships one.
 
 Inputs: the emotion estimator's 109 handcrafted features (mu_llama.emotion.features: loudness, onsets, tempo profile,
 key profiles) plus 92 timbre features (below), 201 in all, at 22.05 kHz mono.
