@@ -31,7 +31,7 @@ from mu_llama.emotion.features import (
     _stft_mag,
     audio_features,
 )
-from mu_llama.emotion.trees import TreeEnsemble
+from mu_llama.emotion.trees import TreeEnsemble, read_tree_checkpoint
 from mu_llama.errors import CheckpointError
 from mu_llama.facts import FAMILIES, MODES, TEMPO_CLASSES
 
@@ -180,28 +180,16 @@ class FactTagger:
 
     @classmethod
     def load(cls, directory: str | Path, name: str = CHECKPOINT) -> FactTagger:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        d = Path(directory)
-        st, js = d / f"{name}.safetensors", d / f"{name}.json"
-        if not st.is_file() or not js.is_file():
-            raise CheckpointError(d, f"no fact tagger ({name}.json + {name}.safetensors); "
-                                     "train one with `python -m mu_llama.recipes.train_tagger`")
+        meta, names, t, st = read_tree_checkpoint(directory, name, "fact tagger", TAGGER_FEATURES,
+                                                  "python -m mu_llama.recipes.train_tagger")
+        js = st.with_suffix(".json")
         try:
-            meta = json.loads(js.read_text())
-            names, classes = tuple(meta["feature_names"]), {f: tuple(c) for f, c in meta["classes"].items()}
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            classes = {f: tuple(c) for f, c in meta["classes"].items()}
+        except (KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(js, f"unreadable fact tagger metadata ({e})") from None
-        if names != TAGGER_FEATURES:
-            raise CheckpointError(js, "feature set does not match this version's TAGGER_FEATURES")
         for fact, cs in classes.items():
             if fact not in TAG_FACTS or not set(cs) <= set(TAG_FACTS[fact]) or len(cs) < 2:
                 raise CheckpointError(js, f"fact {fact!r} with classes {cs}; valid facts and classes: {TAG_FACTS}")
-        try:
-            t = load_file(str(st))
-        except (OSError, SafetensorError) as e:
-            raise CheckpointError(st, f"malformed fact tagger tensors ({e})") from None
         try:
             heads = {f: [TreeEnsemble.from_tensors(t, f"{f}.{j}") for j in range(1 if len(cs) == 2 else len(cs))]
                      for f, cs in classes.items()}

@@ -26,7 +26,7 @@ import numpy as np
 
 from mu_llama.emotion.features import FEATURE_NAMES, SR, audio_features
 from mu_llama.emotion.targets import MusicCues, vad_from_cues
-from mu_llama.emotion.trees import TreeEnsemble
+from mu_llama.emotion.trees import TreeEnsemble, read_tree_checkpoint
 from mu_llama.emotion.vad import VAD
 from mu_llama.errors import CheckpointError
 
@@ -97,27 +97,7 @@ class RidgeVAD:
 
 
 def _read_checkpoint(directory: str | Path, name: str, what: str) -> tuple[dict, tuple[str, ...], dict, Path]:
-    """<name>.json + <name>.safetensors -> (metadata, feature names, tensors, safetensors path); every problem is a
-    CheckpointError naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    d = Path(directory)
-    st, js = d / f"{name}.safetensors", d / f"{name}.json"
-    if not st.is_file() or not js.is_file():
-        raise CheckpointError(d, f"no {what} ({name}.json + {name}.safetensors); "
-                                 "train one with `python -m mu_llama.emotion.train_audio`")
-    try:
-        meta = json.loads(js.read_text())
-        names = tuple(meta["feature_names"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(js, f"unreadable {what} metadata ({e})") from None
-    if names != FEATURE_NAMES[: len(names)]:
-        raise CheckpointError(js, f"feature set {names} does not match this version's {FEATURE_NAMES}")
-    try:
-        return meta, names, load_file(str(st)), st
-    except (OSError, SafetensorError) as e:
-        raise CheckpointError(st, f"malformed {what} tensors ({e})") from None
+    return read_tree_checkpoint(directory, name, what, FEATURE_NAMES, "python -m mu_llama.emotion.train_audio")
 
 
 # What CueVAD reads from the sound, in MusicCues units (tempo and density as log2: trees see octave steps evenly).

@@ -11,9 +11,13 @@ scikit-learn's own `predict` (tests/test_emotion.py checks it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from mu_llama.errors import CheckpointError
 
 FIELDS = ("feature", "threshold", "missing_left", "left", "right", "value", "roots")
 
@@ -103,3 +107,28 @@ class TreeEnsemble:
         return cls(float(tensors[f"{prefix}.baseline"][0]), t["feature"].astype(np.int32),
                    t["threshold"].astype(np.float64), t["missing_left"].astype(bool), t["left"].astype(np.int32),
                    t["right"].astype(np.int32), t["value"].astype(np.float64), t["roots"].astype(np.int32))
+
+
+def read_tree_checkpoint(directory: str | Path, name: str, what: str, known_features: tuple[str, ...],
+                         train_command: str) -> tuple[dict, tuple[str, ...], dict, Path]:
+    """<name>.json + <name>.safetensors -> (metadata, feature names, tensors, safetensors path). The feature names
+    must be a prefix of `known_features` (this version's feature set; older checkpoints used its first columns).
+    Every problem is a CheckpointError naming the file; a missing checkpoint names `train_command`."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    d = Path(directory)
+    st, js = d / f"{name}.safetensors", d / f"{name}.json"
+    if not st.is_file() or not js.is_file():
+        raise CheckpointError(d, f"no {what} ({name}.json + {name}.safetensors); train one with `{train_command}`")
+    try:
+        meta = json.loads(js.read_text())
+        names = tuple(meta["feature_names"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(js, f"unreadable {what} metadata ({e})") from None
+    if names != known_features[: len(names)]:
+        raise CheckpointError(js, f"feature set {names} does not match this version's {known_features}")
+    try:
+        return meta, names, load_file(str(st)), st
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(st, f"malformed {what} tensors ({e})") from None
