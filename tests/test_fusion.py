@@ -235,3 +235,4 @@ def test_long_audio_is_tagged_from_evenly_spaced_excerpts():
     for fact in TAG_FACTS:
         np.testing.assert_allclose(both[fact][1], alone[fact].mean(0))                 # mean over the excerpts
         np.testing.assert_allclose(both[fact][0], tagger.tag_waves([short], sr)[fact][0])   # batch == single
+

@@ -3,6 +3,8 @@ arousal performance rules, and the text-adherence fact scorer (no understanding 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,18 @@ def test_tempo_prior_puts_the_header_tempo_at_the_rules_tempo_for_the_requested_
         gen.generate(c, 1.0, SamplingOptions(seed=2, tempo_prior_bins=0.0)).tokens
     with pytest.raises(ConfigError, match="tempo_prior_bins"):
         SamplingOptions(tempo_prior_bins=-1.0)
+
+
+def test_grid_draws_pool_into_one_control_report(gen, tmp_path):
+    from mu_llama.generate.evaluate import control_metrics, emotion_grid, main
+
+    draws = []
+    for k in (0, 100):
+        rows = emotion_grid(gen, 2, 1.0, seed_offset=k, progress=False)
+        (tmp_path / f"d{k}").mkdir()
+        (tmp_path / f"d{k}" / "grid_rows.json").write_text(json.dumps(rows))
+        draws.append(rows)
+    assert main(["--pool", str(tmp_path / "d0"), str(tmp_path / "d100"), "--out", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "control.json").read_text())
+    assert pooled == json.loads(json.dumps(control_metrics(draws[0] + draws[1])))
+    assert pooled["n"] == 16 and (tmp_path / "pooled" / "control_vad_scatter.png").stat().st_size > 0

@@ -426,12 +426,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-adherence", metavar="MODEL", default=None,
                     help="also caption generated audio with this understanding model (e.g. mu-llama-mini)")
     ap.add_argument("--adherence-seeds", type=int, default=2, help="text adherence: seeds per prompt (default 2)")
+    ap.add_argument("--pool", nargs="+", metavar="DIR", default=None,
+                    help="only pool the grid_rows.json of earlier grid runs (other draws) into --out: rows, "
+                         "control.json and the scatter plots")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if a.pool:
+        rows = [r for d in a.pool for r in json.loads((Path(d) / "grid_rows.json").read_text())]
+        (out_dir / "grid_rows.json").write_text(json.dumps(rows))
+        (out_dir / "control.json").write_text(json.dumps(control_metrics(rows), indent=1))
+        plot_control(rows, out_dir)
+        print(json.dumps(control_metrics(rows)["spearman_audio_estimator"]))
+        return 0
     gen = EmbeddedGenerator.load(a.checkpoint)
     res_path = out_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
