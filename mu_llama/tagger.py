@@ -59,13 +59,15 @@ def _mel_dct() -> tuple[np.ndarray, np.ndarray]:
     return fb, dct.astype(np.float32)
 
 
-def timbre_features(wave: np.ndarray) -> np.ndarray:
+def timbre_features(wave: np.ndarray, mag: np.ndarray | None = None) -> np.ndarray:
     """mono float at SR (n,) -> (92,): MFCC mean / std / mean |frame-to-frame change| over the frames within 30 dB of
     the loudest (silence would pull every statistic toward the noise floor), and the mean log-mel shape (every other
     band, the frame's mean removed so loudness does not enter). MFCCs separate families by spectral envelope; the
-    change statistics separate sustained (organ, strings) from decaying (piano, guitar, mallets) sounds."""
+    change statistics separate sustained (organ, strings) from decaying (piano, guitar, mallets) sounds.
+    mag: _stft_mag of the wave when the caller already has it."""
     fb, dct = _mel_dct()
-    M = np.log(fb @ (_stft_mag(np.asarray(wave, np.float32)) ** 2) + 1e-8)       # (N_MELS, T)
+    S = _stft_mag(np.asarray(wave, np.float32)) if mag is None else mag
+    M = np.log(fb @ (S ** 2) + 1e-8)                                              # (N_MELS, T)
     e = M.max(0)
     active = e > e.max() - 3.0 * np.log(10)                                       # 30 dB in natural-log power
     if active.sum() > 4:
@@ -85,7 +87,8 @@ def tagger_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
         x = soxr.resample(x, sample_rate, SR).astype(np.float32)
     if len(x) < SR // 2:
         x = np.pad(x, (0, SR // 2 - len(x)))
-    return np.concatenate([audio_features(x, SR), timbre_features(x)])
+    mag = _stft_mag(x)                               # (F, T), shared: both feature sets read the same STFT
+    return np.concatenate([audio_features(x, SR, mag=mag), timbre_features(x, mag)])
 
 
 LONG_SECONDS, SEGMENT_SECONDS, MAX_SEGMENTS = 60.0, 30.0, 4

@@ -96,8 +96,9 @@ def _kk(chroma: np.ndarray) -> tuple[float, float]:
     return float(maj), float(mnr)
 
 
-def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
-    """mono float (n,) -> (len(FEATURE_NAMES),) float32."""
+def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray | None = None) -> np.ndarray:
+    """mono float (n,) -> (len(FEATURE_NAMES),) float32. mag: _stft_mag of the wave when the caller already has it
+    (the wave at SR and at least 0.5 s long, as used here)."""
     x = np.asarray(wave, np.float32)
     if sample_rate != SR:
         import soxr
@@ -105,7 +106,7 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
         x = soxr.resample(x, sample_rate, SR).astype(np.float32)
     if len(x) < SR // 2:                                               # at least 0.5 s (a few frames to compare)
         x = np.pad(x, (0, SR // 2 - len(x)))
-    S = _stft_mag(x)                                                  # (F, T)
+    S = _stft_mag(x) if mag is None else mag                          # (F, T)
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
     secs = len(x) / SR
     power = (S ** 2).sum(0) / N_FFT                                   # (T,)
