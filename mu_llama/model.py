@@ -299,10 +299,12 @@ class MuLlama(nn.Module):
         return PooledMusic.stack(items)
 
     def _pool_stream(self, windows, total_frames: int) -> PooledMusic:
+        """Encoder windows of one long clip -> PooledMusic (1, W, L, D): frame sums per adapter window."""
         cfg = self.music_adapter.config
         wf = cfg.window_frames
         n_windows = 1 if wf is None else max(1, math.ceil(total_frames / wf))
-        sums = torch.zeros(n_windows, cfg.enc_layers, cfg.enc_dim)
+        # L = every layer the encoder streams: MERT's hidden states, plus the descriptor layer when it has one
+        sums = torch.zeros(n_windows, self.encoder.num_layers, self.encoder.hidden_size)
         counts = torch.zeros(n_windows)
         for win in windows:
             hs = win.hidden_states.float()  # (L, n, D): the frames this window contributes

@@ -105,3 +105,22 @@ def test_spec_builds_the_same_labeler(tiny_ckpt, labeler):
     from mu_llama.label.pipeline import describe_spec
 
     assert describe_spec(spec) == labeler.info
+
+
+def test_fingerprint_changes_with_the_software_that_labels(monkeypatch):
+    """A cache key that ignores the code and library versions served rows labelled by a since-fixed bug."""
+    from importlib import metadata
+
+    from mu_llama.label import labelers
+
+    info = labelers.LabelerInfo("m", "rev", 24000)
+    versions = labelers.software_versions()
+    assert set(versions) == {"mu-llama", "torch", "transformers", "peft"}
+    assert versions["transformers"] == metadata.version("transformers")
+    base = info.fingerprint()
+    for name in labelers.LABEL_SOFTWARE:
+        real = metadata.version
+        monkeypatch.setattr(metadata, "version", lambda n, name=name, real=real: "9.9.9" if n == name else real(n))
+        assert info.fingerprint() != base, name
+        monkeypatch.setattr(metadata, "version", real)
+    assert info.fingerprint() == base

@@ -77,6 +77,7 @@ def run(args) -> int:
 
     from mu_llama.audio import iter_audio_files
     from mu_llama.errors import ConfigError, MuLlamaError
+    from mu_llama.isolate import describe_failure, isolate_failures
     from mu_llama.tasks import audio_batches, caption
 
     if args.batch_size < 1:
@@ -94,13 +95,18 @@ def run(args) -> int:
             for rows, loaded in batches:  # decoded on worker threads, two batches ahead of the model
                 records = [{"path": str(paths[i]), "caption": None,
                             "error": str(w) if isinstance(w, MuLlamaError) else None} for i, w in zip(rows, loaded)]
+                good = [r for r, w in zip(records, loaded) if not isinstance(w, MuLlamaError)]
                 waves = [w for w in loaded if not isinstance(w, MuLlamaError)]
-                failed += len(loaded) - len(waves)
-                texts = iter(caption(model, waves, decoding, prompt=args.prompt, batch_size=len(waves))
-                             if waves else [])
+                # a file the model fails on is recorded alone; its batch-mates are still captioned
+                texts = isolate_failures(
+                    lambda part: caption(model, part, decoding, prompt=args.prompt, batch_size=len(part)), waves)
+                for rec, text in zip(good, texts):
+                    if isinstance(text, Exception):
+                        rec["error"] = f"{rec['path']}: model failed: {describe_failure(text)}"
+                    else:
+                        rec["caption"] = text
+                failed += sum(rec["error"] is not None for rec in records)
                 for rec in records:
-                    if rec["error"] is None:
-                        rec["caption"] = next(texts)
                     out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 bar.update(len(rows))

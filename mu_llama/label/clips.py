@@ -141,6 +141,4 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()
 
 
-def describe_failure(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
 

@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mu_llama.errors import ConfigError
+from mu_llama.isolate import isolate_failures
 from mu_llama.label.rows import normalize_fields
 
 # Asked of every clip unless the job says otherwise: name -> question (-> answers column). The caption is the
@@ -46,6 +47,23 @@ class Clip:
     duration: float      # of the whole file, seconds
 
 
+# The distributions whose versions can change a label: ours, and the libraries the model runs on.
+LABEL_SOFTWARE = ("mu-llama", "torch", "transformers", "peft")
+
+
+def software_versions() -> dict[str, str]:
+    """{distribution: installed version, or "absent"} for LABEL_SOFTWARE."""
+    from importlib import metadata
+
+    versions = {}
+    for name in LABEL_SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 @dataclass(frozen=True)
 class LabelerInfo:
     model_id: str
@@ -67,9 +85,11 @@ class LabelerInfo:
         return json.dumps(self.decoding, sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self, **more) -> str:
-        """sha256 (16 hex) of canonical JSON of everything that decides the labels, plus the job's window policy."""
+        """sha256 (16 hex) of canonical JSON of everything that decides the labels, plus the job's window policy and
+        the software that computed them (a fixed bug or a changed library never reuses rows labelled before)."""
         blob = json.dumps({"model_id": self.model_id, "revision": self.model_revision, "sr": self.sample_rate,
-                           "decoding": self.decoding, "questions": self.questions, "extra": self.extra, **more},
+                           "decoding": self.decoding, "questions": self.questions, "extra": self.extra,
+                           "software": software_versions(), **more},
                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -110,20 +130,10 @@ class LabelerSpec:
 
 
 def label_isolating(labeler: Labeler, clips: list[Clip]) -> list[dict | Exception]:
-    """Label `clips`; if the batch fails, bisect until every clip has its own result: normalized fields, or the
-    exception that clip alone raised. Costs O(k log n) extra calls for k bad clips in a batch of n."""
+    """Label `clips`; a failing batch is bisected (mu_llama.isolate) until every clip has its own result:
+    normalized fields, or the exception that clip alone raised."""
     names = tuple(labeler.info.questions)
-    try:
-        out = labeler(list(clips))
-        if not isinstance(out, (list, tuple)) or len(out) != len(clips):
-            raise TypeError(f"labeler returned {type(out).__name__} of length "
-                            f"{len(out) if hasattr(out, '__len__') else '?'} for {len(clips)} clips")
-        return [normalize_fields(f, names) for f in out]
-    except Exception as e:  # noqa: BLE001 - any model failure is isolated, never fatal (KeyboardInterrupt passes)
-        if len(clips) == 1:
-            return [e]
-        mid = len(clips) // 2
-        return label_isolating(labeler, clips[:mid]) + label_isolating(labeler, clips[mid:])
+    return isolate_failures(lambda part: [normalize_fields(f, names) for f in labeler(part)], clips)
 
 
 class MuLlamaLabeler:

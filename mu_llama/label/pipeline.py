@@ -16,8 +16,9 @@ from pathlib import Path
 
 from mu_llama.errors import ConfigError, choice_error
 from mu_llama.label.cache import LabelCache, default_cache_path
-from mu_llama.label.clips import Failed, PrepareContext, Prepared, describe_failure, prepare
-from mu_llama.label.labelers import Clip, Labeler, LabelerInfo, LabelerSpec, label_isolating
+from mu_llama.isolate import describe_failure
+from mu_llama.label.clips import Failed, PrepareContext, Prepared, prepare
+from mu_llama.label.labelers import Clip, Labeler, LabelerInfo, LabelerSpec, label_isolating, software_versions
 from mu_llama.label.rows import MODEL_FAILED, VAD_FIELDS, make_error, make_row, now_utc
 from mu_llama.label.sources import DatasetSource, FileSource, open_source
 from mu_llama.label.writer import WorkDir, default_errors_path, resolve_format, write_errors, write_output
@@ -189,7 +190,8 @@ def _label(src, out: Path, fmt: str, spec: LabelerSpec | None, lab: Labeler | No
                 "options_hash": fp}
     manifest = {"version": 1, "fingerprint": fp, "model_id": info.model_id, "model_revision": info.model_revision,
                 "sample_rate": info.sample_rate, "decoding": info.decoding, "questions": info.questions,
-                "extra": info.extra, "window_seconds": options.window_seconds, "max_windows": options.max_windows}
+                "extra": info.extra, "window_seconds": options.window_seconds, "max_windows": options.max_windows,
+                "software": software_versions()}
     errors_path = Path(errors_path) if errors_path else default_errors_path(out)
     cache_path = default_cache_path() if cache is _DEFAULT else (Path(cache) if cache else None)
 

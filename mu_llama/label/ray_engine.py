@@ -20,7 +20,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from mu_llama.label.clips import Failed, PrepareContext, describe_failure, prepare
+from mu_llama.isolate import describe_failure
+from mu_llama.label.clips import Failed, PrepareContext, prepare
 from mu_llama.label.labelers import Clip, LabelerSpec, label_isolating
 from mu_llama.label.rows import MODEL_FAILED, make_error, now_utc
 from mu_llama.label.sources import Item
