@@ -8,7 +8,7 @@ Each module's docstring documents its parameter names and shapes (the checkpoint
 Imports only torch / transformers / peft and the leaf mu_llama.errors.
 """
 
-from .injection import GatedAttention, InjectionConfig, MusicInjection, decoder_layers
+from .injection import InjectionConfig, MusicInjection, decoder_layers
 from .lora import (
                    LoraOptions,
                    add_bias,
@@ -25,7 +25,7 @@ from .lora import (
 from .music_adapter import MusicAdapter, MusicAdapterConfig, MusicTokens, PooledMusic, pool_frames
 
 __all__ = [
-    "GatedAttention", "InjectionConfig", "MusicInjection", "decoder_layers",
+    "InjectionConfig", "MusicInjection", "decoder_layers",
     "LoraOptions", "add_bias", "apply_lora", "canonical_name", "finetune_names", "finetune_state", "is_lora",
     "lora_state_dict", "merge_lora", "norm_names", "set_stage",
     "MusicAdapter", "MusicAdapterConfig", "MusicTokens", "PooledMusic", "pool_frames",

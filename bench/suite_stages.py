@@ -67,6 +67,8 @@ class StageTimer:
     @contextmanager
     def instrument(self, model):
         """Attach hooks / wrappers for the duration of the block."""
+        from transformers import Cache
+
         from mu_llama import tasks
 
         handles = []
@@ -84,8 +86,9 @@ class StageTimer:
         def llm_pre(module, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
             b, s = (ids.shape[0], ids.shape[1]) if ids is not None else (0, 0)
-            past = kwargs.get("past_key_values")
-            first = past is None or (hasattr(past, "get_seq_length") and past.get_seq_length() == 0)
+            # the KV cache by type, not by argument name (transformers 5.24 renamed past_key_values to cache)
+            past = next((v for v in kwargs.values() if isinstance(v, Cache)), None)
+            first = past is None or past.get_seq_length() == 0
             stage = "prefill" if first else "decode"
             self.counts[f"{stage}_tokens"] += b * s
             self.counts[f"{stage}_steps"] += 1

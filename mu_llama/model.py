@@ -331,7 +331,11 @@ class MuLlama(nn.Module):
         if attention_mask is not None and "position_ids" not in kwargs:
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         self.injection.set_music(music)
-        return self.llm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        calls = self.injection.calls
+        out = self.llm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        if music is not None:
+            self.injection.check_dispatch(calls)
+        return out
 
     def pad_prompts(self, prompts: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
         """Left-pad token id lists -> input_ids, attention_mask (B, S) on self.device."""
@@ -358,9 +362,12 @@ class MuLlama(nn.Module):
             from transformers import LogitsProcessorList
 
             extra["logits_processor"] = LogitsProcessorList([fusion.for_prompt(input_ids.shape[1])])
+        calls = self.injection.calls
         with self.injection.music(music), seeded(options, self.device):
             out = self.llm.generate(input_ids=input_ids, attention_mask=attention_mask,
                                     generation_config=options.generation_config(self.tokenizer, stops), **extra)
+        if music is not None:
+            self.injection.check_dispatch(calls)  # the audio was really heard, not silently dropped
         result = []
         for row in out[:, input_ids.shape[1]:].tolist():
             cut = next((i for i, t in enumerate(row) if t in eos), len(row))

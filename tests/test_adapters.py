@@ -24,12 +24,12 @@ from mu_llama.adapters import (
     pool_frames,
     set_stage,
 )
-from mu_llama.adapters.injection import GatedAttention
 
 from mu_llama.errors import ConfigError
 from mu_llama.llm import build_random_llm
 
 H, HEADS, KV_HEADS, LAYERS = 64, 4, 2, 4
+SLOT = 1  # the last decoder layer's gate row when the last 2 layers are gated
 
 
 def tiny_llm(attn: str = "sdpa"):
@@ -163,7 +163,8 @@ def test_zero_gates_give_identical_logits(attn):
     llm, _ = tiny_llm(attn)
     ref = logits(llm)
     inj = injected(llm)
-    assert sum(isinstance(layer.self_attn, GatedAttention) for layer in llm.model.layers) == 2
+    assert inj.gated_modules() == [layer.self_attn for layer in llm.model.layers[-2:]]
+    assert llm.config._attn_implementation == f"mu_llama_gated:{attn}"
     assert torch.equal(logits(llm, inj, music()), ref)
     assert torch.equal(logits(llm, inj, None), ref)  # outside a music context: text-only
 
@@ -178,6 +179,7 @@ def test_nonzero_gate_changes_logits_and_detach_restores():
     assert (logits(llm, inj, music()) - ref).abs().max() > 1e-3
     inj.detach()
     assert [layer.self_attn for layer in llm.model.layers] == originals
+    assert llm.config._attn_implementation == "sdpa" and not inj.attached
     assert torch.equal(logits(llm), ref)
 
 
@@ -206,15 +208,15 @@ def test_adapter_attention_matches_reference_gqa():
     g = torch.Generator().manual_seed(5)
     q = torch.randn(2, HEADS, 4, H // HEADS, generator=g)
     with inj.music(m), torch.no_grad():
-        out = inj.adapter_attention(layer, q)  # (B, S, nH, d)
+        out = inj.adapter_attention(layer, SLOT, q)  # (B, S, nH, d)
     d, groups = H // HEADS, HEADS // KV_HEADS
-    a = m.tokens + inj.prefix_query[layer.slot]
+    a = m.tokens + inj.prefix_query[SLOT]
     k = layer.k_proj(a).view(2, 3, KV_HEADS, d)
     v = layer.v_proj(a).view(2, 3, KV_HEADS, d)
     for h in range(HEADS):
         kv = h // groups  # query head h reads KV head h // groups (transformers' repeat_kv)
         w = torch.softmax(q[:, h] @ k[:, :, kv].transpose(1, 2) / math.sqrt(d), -1)
-        ref = torch.tanh(inj.gates[layer.slot, h]) * (w @ v[:, :, kv])
+        ref = torch.tanh(inj.gates[SLOT, h]) * (w @ v[:, :, kv])
         assert torch.allclose(out[:, :, h], ref, atol=1e-5)
 
 
@@ -227,10 +229,10 @@ def test_single_music_token_is_mullama_gate_times_value():
     m = music(m=1)
     q = torch.randn(2, HEADS, 5, H // HEADS)
     with inj.music(m), torch.no_grad():
-        out = inj.adapter_attention(layer, q)
-        v = layer.v_proj(m.tokens + inj.prefix_query[layer.slot]).view(2, 1, KV_HEADS, -1)
+        out = inj.adapter_attention(layer, SLOT, q)
+        v = layer.v_proj(m.tokens + inj.prefix_query[SLOT]).view(2, 1, KV_HEADS, -1)
     v = v.repeat_interleave(HEADS // KV_HEADS, 2)  # (B, 1, nH, d)
-    ref = torch.tanh(inj.gates[layer.slot])[None, None, :, None] * v
+    ref = torch.tanh(inj.gates[SLOT])[None, None, :, None] * v
     assert torch.allclose(out, ref.expand_as(out), atol=1e-6)
 
 
@@ -298,7 +300,7 @@ def test_bias_norm_lora_merge_same_logits():
     assert all(".base_layer." not in n and not n.startswith("base_model") for n in state)
     merged = merge_lora(peft_llm)
     assert merge_lora(merged) is merged  # idempotent
-    assert isinstance(merged.model.layers[-1].self_attn, GatedAttention)
+    assert inj.gated_modules()[-1] is merged.model.layers[-1].self_attn
     assert torch.allclose(logits(merged, inj, music()), before, atol=1e-5)
     inj.detach()  # the restored attention keeps the merged projections
     assert not hasattr(merged.model.layers[-1].self_attn.q_proj, "lora_A")
@@ -315,8 +317,8 @@ def test_kv_through_lora_false_uses_base_projections():
     layer = llm.model.layers[-1].self_attn
     m = music(m=1)
     with inj.music(m), torch.no_grad():
-        k, v = inj._context.kv[layer.slot]
-        base_v = layer.v_proj.base_layer(m.tokens + inj.prefix_query[layer.slot]).view(2, 1, KV_HEADS, -1)
+        k, v = inj._context.kv[SLOT]
+        base_v = layer.v_proj.base_layer(m.tokens + inj.prefix_query[SLOT]).view(2, 1, KV_HEADS, -1)
     assert torch.allclose(v, base_v.transpose(1, 2), atol=1e-6)
 
 
@@ -367,3 +369,30 @@ def _gen(llm, inj, x, tok):
     with inj.music(music()):
         return llm.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=4, min_new_tokens=4,
                             do_sample=False, pad_token_id=tok.pad_token_id)
+
+
+def test_music_branch_that_is_never_called_fails_loudly():
+    """If the LLM stops dispatching attention through the registry, the audio would be silently ignored: an error."""
+    llm, tok = tiny_llm()
+    inj = injected(llm)
+    calls = inj.calls
+    with inj.music(music()), torch.no_grad():
+        llm(input_ids=ids())
+    inj.check_dispatch(calls)  # reached: 2 gated layers ran
+    llm.config._attn_implementation_internal = "sdpa"  # what an upstream that bypasses the registry looks like
+    calls = inj.calls
+    with inj.music(music()), torch.no_grad():
+        llm(input_ids=ids())
+    with pytest.raises(RuntimeError, match="music branch was never called"):
+        inj.check_dispatch(calls)
+
+
+def test_attach_refuses_a_second_injection_and_unknown_implementations():
+    llm, _ = tiny_llm()
+    injected(llm)
+    with pytest.raises(ConfigError, match="already"):
+        injected(llm)
+    llm2, _ = tiny_llm()
+    llm2.config._attn_implementation_internal = "no-such-attention"
+    with pytest.raises(ConfigError, match="sdpa"):
+        injected(llm2)
