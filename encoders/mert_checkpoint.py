@@ -35,7 +35,7 @@ RENAMES = (
     (re.compile(r"^(encoder\.pos_conv_embed\.conv)\.weight_v$"), r"\1.parametrizations.weight.original1"),
 )
 _POS_CONV = "encoder.pos_conv_embed.conv"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 
 
 def resolve_source(source: str | Path, *, revision: str | None = None) -> Path:
@@ -45,7 +45,7 @@ def resolve_source(source: str | Path, *, revision: str | None = None) -> Path:
         if not path.is_dir():
             raise CheckpointError(path, "not a directory (expected a folder with config.json and model weights)")
         return path
-    if not _HUB_ID.match(str(source)):
+    if not HUB_ID.match(str(source)):
         raise CheckpointError(source, "no such directory, and not a Hugging Face Hub id (owner/name)")
     return _download(str(source), revision)
 

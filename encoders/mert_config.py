@@ -3,7 +3,8 @@
 MERT (m-a-p/MERT-v1-95M, -330M) ships remote code (MERTConfig/MERTModel). With its CQT front-end and
 deepnorm off, as in both released configs, MERTModel builds exactly transformers' HubertModel modules
 (same names, same math), so we load it into HubertModel without trust_remote_code. Every config field
-is either mapped, known to be irrelevant at inference (listed below), or refused with the field named.
+is either mapped, known to be irrelevant at inference (listed below, or one of transformers' generic config
+keys: generic_config_fields), or refused with the field named.
 
 Deliberate facts from the released configs (see tests/fixtures/mert_configs/):
 - 95M: 12 x 768, post-LN encoder, group-norm conv front-end, conv_bias false.
@@ -15,6 +16,7 @@ Deliberate facts from the released configs (see tests/fixtures/mert_configs/):
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -30,7 +32,8 @@ MODEL_TYPES = ("mert_model", "hubert")
 FEAT_EXTRACT_NORMS = ("group", "layer")
 
 # Fields that are only about training, heads, tokenizers or bookkeeping: they never change the hidden states
-# of a frozen encoder at inference (dropout and SpecAugment are off in eval mode).
+# of a frozen encoder at inference (dropout and SpecAugment are off in eval mode). transformers' generic config
+# keys are added to these by generic_config_fields() (derived from transformers, not typed here).
 IGNORED_FIELDS = frozenset({
     "_name_or_path", "architectures", "auto_map", "transformers_version", "torch_dtype", "dtype", "tokenizer_class",
     "model_type", "vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "gradient_checkpointing",
@@ -42,10 +45,16 @@ IGNORED_FIELDS = frozenset({
     "mask_channel_prob", "mask_channel_length", "mask_channel_min_space", "mask_channel_other", "mask_channel_selection",
     "feature_extractor_cqt_bins",  # only read when feature_extractor_cqt is on (refused)
     "attention_relax",  # only read by MERT's deepnorm encoder (refused); see module docstring
-    "output_hidden_states", "output_attentions", "return_dict", "id2label", "label2id", "problem_type",
-    "is_encoder_decoder", "add_cross_attention", "tie_word_embeddings", "chunk_size_feed_forward", "finetuning_task",
-    "prefix", "task_specific_params", "_attn_implementation", "attn_implementation",
-    "sep_token_id", "decoder_start_token_id", "num_labels",
+    "_attn_implementation", "attn_implementation",
+})
+# Generic keys that transformers 4.x's PretrainedConfig.to_dict() wrote into every config.json (so into MERT
+# re-saved with 4.x) and that 5.x no longer defines, so they cannot be derived from the installed transformers.
+# None reaches a HubertModel / MERTModel forward (torchscript and tie_* only tie or export weights, is_decoder /
+# add_cross_attention are read by text decoders only). pruned_heads is NOT here: it removes heads (refused below).
+LEGACY_GENERIC_FIELDS = frozenset({
+    "torchscript", "use_bfloat16", "tf_legacy_loss", "tie_word_embeddings", "tie_encoder_decoder", "is_decoder",
+    "add_cross_attention", "cross_attention_hidden_size", "finetuning_task", "prefix", "sep_token_id",
+    "task_specific_params", "num_labels", "_commit_hash", "_attn_implementation_autoset",
 })
 
 # Fields that change the architecture; each maps onto a HubertConfig field (plus sample_rate and the checks).
@@ -58,14 +67,31 @@ ARCH_FIELDS = (
 # Optional architecture fields and the value MERTConfig/HubertConfig use when a config omits them.
 OPTIONAL_DEFAULTS: dict[str, Any] = {"conv_pos_batch_norm": False, "feat_proj_layer_norm": True, "layer_norm_eps": 1e-5}
 # Fields we read only to refuse what we cannot represent exactly: field -> the only accepted value.
+# null counts as "off" for each of them.
 REFUSED_UNLESS: dict[str, Any] = {"feature_extractor_cqt": False, "deepnorm": False, "adapter_attn_dim": None,
-                                   "add_adapter": False}
+                                   "add_adapter": False, "pruned_heads": {}}
 REFUSAL_REASONS = {
     "feature_extractor_cqt": "the CQT front-end (nnAudio features concatenated to the conv features) is not part of HubertModel",
     "deepnorm": "deepnorm rescales every residual connection (MERT's HubertEncoder_extend), which HubertModel does not do",
     "adapter_attn_dim": "attention adapters are not used by MERT and are not supported",
     "add_adapter": "output adapters are not used by MERT and are not supported",
+    "pruned_heads": "pruned attention heads change the layer shapes, which the HubertModel we build does not do",
 }
+
+
+@functools.lru_cache(maxsize=1)
+def generic_config_fields() -> frozenset[str]:
+    """transformers' model-independent config keys: never architecture, so ignored when a config.json carries them.
+
+    Derived from the installed transformers: the keys of a default PretrainedConfig().to_dict() (bookkeeping,
+    output flags, labels, dtype) and of GenerationConfig().to_dict() (the generation parameters 4.x configs carried:
+    num_beams, bad_words_ids, output_scores, ...; 5.x pops them on load), plus LEGACY_GENERIC_FIELDS. Our own
+    architecture and refused fields are taken out, so a generic key can never hide one of them.
+    """
+    from transformers import GenerationConfig, PretrainedConfig
+
+    keys = set(PretrainedConfig().to_dict()) | set(GenerationConfig().to_dict()) | LEGACY_GENERIC_FIELDS
+    return frozenset(keys - set(ARCH_FIELDS) - set(REFUSED_UNLESS) - {"num_feat_extract_layers"})
 
 
 @dataclass(frozen=True)
@@ -144,9 +170,10 @@ class MertConfig:
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"{source}: model_type {model_type!r} is not supported; valid choices: {', '.join(MODEL_TYPES)}")
         for field, accepted in REFUSED_UNLESS.items():
-            if field in raw and raw[field] != accepted and not (accepted is False and raw[field] is None):
+            if field in raw and raw[field] is not None and raw[field] != accepted:
                 raise ConfigError(f"{source}: {field}={json.dumps(raw[field])} is not supported: {REFUSAL_REASONS[field]}")
-        unknown = sorted(set(raw) - IGNORED_FIELDS - set(ARCH_FIELDS) - set(REFUSED_UNLESS) - {"num_feat_extract_layers"})
+        unknown = sorted(set(raw) - IGNORED_FIELDS - generic_config_fields() - set(ARCH_FIELDS) - set(REFUSED_UNLESS)
+                         - {"num_feat_extract_layers"})
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; cannot tell whether they change the model")
         values: dict[str, Any] = {}
@@ -178,17 +205,33 @@ class MertConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> MertConfig:
-        """Read config.json (and preprocessor_config.json's do_normalize, if present next to it)."""
+        """Read config.json, plus do_normalize and sampling_rate from preprocessor_config.json when it sits next to it.
+
+        The sample rate comes from config.json's sample_rate (MERT's own field); a config without one (an HF-native
+        "hubert" directory, e.g. MERT re-saved with HubertModel.save_pretrained) takes the feature extractor's
+        sampling_rate, and only a HuBERT with neither is assumed 16 kHz. The two files disagreeing is an error.
+        """
         path = Path(path)
         raw = _read_json(path)
         do_normalize = True
         pre = path.parent / "preprocessor_config.json"
         if pre.is_file():
             pre_raw = _read_json(pre)
-            do_normalize = bool(pre_raw.get("do_normalize", True))
+            if not isinstance(pre_raw, Mapping):
+                raise ConfigError(f"{pre}: expected a JSON object, got {type(pre_raw).__name__}")
+            do_normalize = pre_raw.get("do_normalize", True)
+            if not isinstance(do_normalize, bool):
+                raise ConfigError(f"{pre}: do_normalize must be true or false, got {do_normalize!r}")
             rate = pre_raw.get("sampling_rate")
-            if rate is not None and raw.get("sample_rate") is not None and rate != raw["sample_rate"]:
-                raise ConfigError(f"{pre}: sampling_rate {rate} disagrees with config.json sample_rate {raw['sample_rate']}")
+            if rate is not None:
+                if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+                    raise ConfigError(f"{pre}: sampling_rate must be a positive integer (Hz), got {rate!r}")
+                own = raw.get("sample_rate") if isinstance(raw, Mapping) else None
+                if own is None and isinstance(raw, Mapping):
+                    raw = {**raw, "sample_rate": rate}
+                elif own != rate:
+                    raise ConfigError(f"{pre}: sampling_rate {rate} disagrees with {path.name} sample_rate {own}; "
+                                      "fix one of the two files")
         return cls.from_dict(raw, str(path), do_normalize=do_normalize)
 
     def to_mert_dict(self) -> dict[str, Any]:

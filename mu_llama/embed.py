@@ -8,8 +8,14 @@ Per-file tensors (float32):
   pool "none": hidden_states (L, F, D), the stitched frames, F == frames_for(N)
   pool "mean": mean (L, D), the mean over all F frames (equal to hidden_states.mean(1))
   always:      window_pooled (n_windows, L, D) per-window means; window_bounds (n_windows, 2) int64 [start, end) samples
-Header metadata: model, layers, sample_rate, frame_rate, frames, duration, pool, window_s, hop_s, source.
+Header metadata: model, encoder, layers, sample_rate, frame_rate, frames, duration, pool, window_s, hop_s, source.
 Manifest line per input: {"path", "output", "frames", "duration", "windows", "error", "warning"}.
+
+Which encoder (`EmbedOptions.model`, `--model`; resolve_encoder): the same names every other verb takes, meaning
+"the encoder that model hears with" -- a registry name (mu-llama-mini, the default, ships its trained MERT in
+./encoder; see mu_llama.model.MODELS) or a save_pretrained directory, run exactly as the model runs it (wrapped in
+DescriptorEncoder when the model uses descriptors: one more hidden state, the last) -- or an encoder itself: a
+local MERT directory or a hub id (m-a-p/MERT-v1-95M). Random weights only by the explicit name random:NAME.
 """
 
 from __future__ import annotations
@@ -25,11 +31,20 @@ import torch
 from tqdm import tqdm
 
 from mu_llama.audio import TruncatedAudioWarning, iter_audio_files, stream_audio
-from mu_llama.encoders import AudioEncoder, EncoderOptions, WindowOptions, encode_stream, load_encoder
+from mu_llama.encoders import (
+    BUILTIN_CONFIGS,
+    AudioEncoder,
+    DescriptorEncoder,
+    EncoderOptions,
+    WindowOptions,
+    encode_stream,
+    load_encoder,
+)
+from mu_llama.encoders.mert import RANDOM_PREFIX
+from mu_llama.encoders.mert_checkpoint import HUB_ID
 from mu_llama.errors import ConfigError, MuLlamaError, choice_error
 
-# Until a trained model exists the default is MERT-95M's architecture with random weights (smoke runs only).
-DEFAULT_MODEL = "random:mert-95m"
+DEFAULT_MODEL = "mu-llama-mini"  # = mu_llama.model.DEFAULT_MODEL (a test checks): the default model's encoder
 POOLS = ("none", "mean")
 MANIFEST = "manifest.jsonl"
 
@@ -48,7 +63,7 @@ class EmbedOptions:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     max_duration: float | None = None
-    seed: int = 0  # for random:* models
+    seed: int = 0  # weights of an explicit random:NAME encoder (a model's own random encoder uses the model's seed)
 
     def __post_init__(self):
         if self.pool not in POOLS:
@@ -65,6 +80,63 @@ class EmbedOptions:
     @property
     def encoder_options(self) -> EncoderOptions:
         return EncoderOptions(self.device, self.dtype, self.attn_implementation)
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """What a --model spec resolved to. spec: what load_encoder takes (a MERT directory, a hub id, random:NAME)."""
+
+    spec: str
+    seed: int = 0  # weights of random:* encoders
+    descriptors: bool = False  # the model runs its encoder inside DescriptorEncoder (one more hidden state)
+    model: str | None = None  # the model (registry name or directory) the encoder was taken from, if any
+
+    @property
+    def random(self) -> bool:
+        return self.spec.startswith(RANDOM_PREFIX)
+
+
+def resolve_encoder(model: str | Path = DEFAULT_MODEL, seed: int = 0) -> EncoderChoice:
+    """--model SPEC -> the encoder to load. No weights are loaded here; unknown names are a ConfigError naming the
+    choices.
+
+    In order: random:NAME (explicit random weights, `seed`); a mu-llama model directory (config.json with a
+    "format" header) or a registry name (mu_llama.model.MODELS), found as load_model finds them; an existing path,
+    taken as a MERT directory; a hub id owner/name, taken as a MERT repository. A model's encoder keeps the model's
+    encoder_seed and descriptors.
+    """
+    from mu_llama.model import MODELS, model_config
+
+    spec = str(model)
+    if spec.startswith(RANDOM_PREFIX):
+        return EncoderChoice(spec, seed)
+    path = Path(spec).expanduser()
+    if _is_model_dir(path) or spec in MODELS:
+        config = model_config(spec)
+        return EncoderChoice(str(config.encoder), config.encoder_seed, config.descriptors, spec)
+    if path.exists() or HUB_ID.fullmatch(spec):  # a MERT directory or hub repository: load_mert checks it
+        return EncoderChoice(str(path) if path.exists() else spec, seed)
+    raise ConfigError(f"unknown model {spec!r}; valid choices: {', '.join(MODELS)}, a model directory "
+                      f"(save_pretrained), a MERT directory or hub id (e.g. m-a-p/MERT-v1-95M), or random weights "
+                      f"{', '.join(RANDOM_PREFIX + n for n in BUILTIN_CONFIGS)}")
+
+
+def _is_model_dir(path: Path) -> bool:
+    """A save_pretrained directory (config.json with a "format" header), as opposed to a MERT one (model fields)."""
+    from mu_llama.model import CONFIG_FILE
+
+    try:
+        body = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no / unreadable config.json: not a model; the MERT loader names the problem
+        return False
+    return isinstance(body, dict) and "format" in body
+
+
+def load_embed_encoder(options: EmbedOptions) -> tuple[AudioEncoder, EncoderChoice]:
+    """The encoder options.model names, built as its model runs it (see resolve_encoder)."""
+    choice = resolve_encoder(options.model, options.seed)
+    encoder = load_encoder(choice.spec, options.encoder_options, seed=choice.seed)
+    return (DescriptorEncoder(encoder) if choice.descriptors else encoder), choice
 
 
 @dataclass(frozen=True)
@@ -137,7 +209,8 @@ def embed_file(encoder: AudioEncoder, path: str | Path, out_path: Path, options:
         tensors["hidden_states"] = torch.cat(frames, dim=1).contiguous()
     else:
         tensors["mean"] = (sums / num_frames).float().contiguous()
-    metadata = {"model": str(options.model), "layers": json.dumps(list(layers)), "sample_rate": str(sr),
+    metadata = {"model": str(options.model), "encoder": _encoder_name(encoder), "layers": json.dumps(list(layers)),
+                "sample_rate": str(sr),
                 "frame_rate": str(encoder.frame_rate), "frames": str(num_frames), "duration": repr(duration),
                 "pool": options.pool, "window_s": repr(options.window_s), "hop_s": repr(options.hop_s), "source": str(path)}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,13 +227,15 @@ def embed_files(sources: Sequence[str | Path], out_dir: str | Path, options: Emb
     """
     options = options or EmbedOptions()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for source in sources for p in iter_audio_files(source)]
-    if encoder is None:
-        encoder = load_encoder(options.model, options.encoder_options, seed=options.seed)
-    if str(options.model).startswith("random:") and progress:
-        print(f"warning: model {options.model} has random weights: features are for smoke tests only", file=sys.stderr)
+    if encoder is None:  # before anything is written: a bad --model leaves no output directory behind
+        encoder, choice = load_embed_encoder(options)
+        if choice.random:  # shown even without a progress bar: these features mean nothing
+            via = f" (the encoder of {choice.model})" if choice.model else ""
+            print(f"warning: encoder {choice.spec}{via} has random weights: features are for smoke tests only",
+                  file=sys.stderr)
     encoder.resolve_layers(options.layers)  # fail fast on a bad layer selection
+    out_dir.mkdir(parents=True, exist_ok=True)
     results: list[EmbedResult] = []
     names = _unique_names(paths)
     with open(out_dir / MANIFEST, "w", encoding="utf-8") as manifest:
@@ -185,6 +260,13 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
         used.add(name.lower())
         names.append(name)
     return names
+
+
+def _encoder_name(encoder: AudioEncoder) -> str:
+    """What the features came from: the encoder's name (its spec), '+descriptors' when wrapped."""
+    if isinstance(encoder, DescriptorEncoder):
+        return f"{_encoder_name(encoder.inner)}+descriptors"
+    return str(getattr(encoder, "name", type(encoder).__name__))
 
 
 def _one_line(e: BaseException) -> str:

@@ -532,26 +532,41 @@ MODELS: dict[str, ModelEntry] = {
 DEFAULT_MODEL = "mu-llama-mini"
 
 
-def load_model(name_or_path: str | Path = DEFAULT_MODEL, options: LLMOptions | None = None) -> MuLlama:
-    """A registry name (MODELS) or a save_pretrained directory -> MuLlama."""
+def locate_model(name_or_path: str | Path = DEFAULT_MODEL) -> Path | MuLlamaConfig:
+    """Where load_model finds a model, without loading weights: a save_pretrained directory, or the config of a
+    registry model that is built fresh (untrained:*)."""
     spec = str(name_or_path)
     path = Path(spec).expanduser()
     if (path / CONFIG_FILE).is_file():
-        return MuLlama.from_pretrained(path, options)
+        return path
     entry = MODELS.get(spec)
     if entry is None and _looks_like_hub_id(spec) and not path.exists():
-        return MuLlama.from_pretrained(_hub_snapshot(spec), options)
+        return _hub_snapshot(spec)
     if entry is None:
         raise ConfigError(f"unknown model {spec!r}; valid choices: {', '.join(MODELS)} "
                           "or a directory written by MuLlama.save_pretrained")
     if entry.config is not None:
-        return MuLlama.build(MuLlamaConfig.from_dict(entry.config.to_dict()), options)
+        return MuLlamaConfig.from_dict(entry.config.to_dict())
     for root in (models_dir(), cache_dir() / "models"):
         candidate = Path(entry.checkpoint) if Path(entry.checkpoint).is_absolute() else root / entry.checkpoint
         if (candidate / CONFIG_FILE).is_file():
-            return MuLlama.from_pretrained(candidate, options)
+            return candidate
     raise ConfigError(f"model {spec!r} is not installed (looked in {models_dir()} and {cache_dir() / 'models'}); "
                       "use --model untrained:smollm2 to run the pipeline with an untrained adapter")
+
+
+def model_config(name_or_path: str | Path = DEFAULT_MODEL) -> MuLlamaConfig:
+    """A model's config without loading weights; parts bundled in its folder (./encoder) resolved to paths."""
+    where = locate_model(name_or_path)
+    return where if isinstance(where, MuLlamaConfig) else _resolve_bundled_parts(read_config(where), where)
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, options: LLMOptions | None = None) -> MuLlama:
+    """A registry name (MODELS) or a save_pretrained directory -> MuLlama."""
+    where = locate_model(name_or_path)
+    if isinstance(where, MuLlamaConfig):
+        return MuLlama.build(where, options)
+    return MuLlama.from_pretrained(where, options)
 
 
 def _looks_like_hub_id(spec: str) -> bool:

@@ -9,6 +9,7 @@ would catch a converter that skips the rotary permutation (of the base weights, 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +32,7 @@ from mu_llama.convert import (
 )
 from mu_llama.convert import meta_llama as meta_mod
 from mu_llama.convert import mullama as mullama_mod
-from mu_llama.errors import CheckpointError
+from mu_llama.errors import CheckpointError, ConfigError
 from mu_llama.prompts import encode_prompt, mullama_prompt
 
 TOL = 1e-4  # fp32; measured ~5e-6 (see the report printed by test_parity_next_token_logits)
@@ -122,19 +123,36 @@ def test_config_reflects_mullama(world, converted):
     assert Path(c.llm).is_dir() and c.encoder == world.mert
 
 
+def _greedy_reference(ref, hs, ids, steps: int, stop: set[int]) -> list[list[int]]:
+    """The reference's greedy tokens per row, cut at the first stop token, after checking that every step's choice is
+    clear (top-1 beats top-2 by far more than the converted model's logit error), so ties cannot decide the test."""
+    theirs = ref.greedy(hs, ids, steps)  # (B, steps), whole sequence recomputed each step: no cache involved
+    with torch.no_grad():
+        logits = ref(hs, torch.cat([ids, theirs], 1))[:, ids.shape[1] - 1: -1]  # (B, steps, V): each step's logits
+    top2 = logits.topk(2, dim=-1).values
+    assert (top2[..., 0] - top2[..., 1]).min() > 100 * TOL
+    return [row[:next((i for i, t in enumerate(row) if t in stop), steps)] for row in theirs.tolist()]
+
+
 def test_greedy_generation_matches_reference(world, converted):
+    """The converted model generates exactly the reference's greedy tokens: one clip at a time and both clips in one
+    batch (per-row music, the KV cache of generate vs the reference's full recomputation)."""
     from mu_llama.decoding import DecodingOptions
 
     _, model = converted
-    ids = _ids(model)[:1]
-    hs = world.hs[:, :1]
-    steps = 6
-    theirs = world.ref.greedy(hs, ids, steps)[0].tolist()
-    music = model.music_tokens(model.music_adapter.pool(hs, torch.ones(1, hs.shape[2], dtype=torch.bool)))
-    ours = model.generate(music, [ids[0].tolist()], DecodingOptions(max_new_tokens=steps))[0]
-    stop = {model.tokenizer.eos_token_id, model.tokenizer.pad_token_id}
-    expected = theirs[:next((i for i, t in enumerate(theirs) if t in stop), steps)]
-    assert ours == expected and len(expected) >= 2
+    steps = 8
+    ids = _ids(model)  # (2, S): the same prompt for two different clips
+    stop = set(model.stop_token_ids()) | {model.tokenizer.eos_token_id, model.tokenizer.pad_token_id}
+    expected = _greedy_reference(world.ref, world.hs, ids, steps, stop - {None})
+    assert expected[0] != expected[1] and all(len(e) >= 2 for e in expected)  # the music steers the answer
+    mask = torch.ones(2, world.hs.shape[2], dtype=torch.bool)
+    music = model.music_tokens(model.music_adapter.pool(world.hs, mask))
+    options = DecodingOptions(max_new_tokens=steps)
+    assert model.generate(music, ids.tolist(), options) == expected
+    for row in range(2):
+        hs = world.hs[:, row:row + 1]
+        one = model.music_tokens(model.music_adapter.pool(hs, mask[row:row + 1]))
+        assert model.generate(one, [ids[row].tolist()], options) == [expected[row]]
 
 
 @pytest.mark.parametrize("skip", ["all", "lora_and_bias"])
@@ -244,11 +262,21 @@ def _edit_checkpoint(world, tmp_path, edit) -> Path:
     (lambda s: s.pop("llama.layers.1.attention.lora_wk_l2.weight"), "llama.layers.1.attention.lora_wk_l2.weight"),
     (lambda s: s.pop("llama.layers.3.attention.gate"), "llama.layers.3.attention.gate"),
     (lambda s: s.pop("llama.layers.2.feed_forward.w3.bias"), "llama.layers.2.feed_forward.w3.bias"),
+    # wrong shapes: one line naming the key, the expected and the actual shape (no torch.stack / view traceback)
+    (lambda s: s.__setitem__("llama.layers.3.attention.gate", torch.ones(1, 3, 1, 1)),
+     "llama.layers.3.attention.gate has shape (1, 3, 1, 1), expected (1, 4, 1, 1)"),
+    (lambda s: s.__setitem__("llama.layers.0.attention.gate", torch.ones(1, 8, 1, 1)),  # a skipped (early) gate too
+     "llama.layers.0.attention.gate has shape (1, 8, 1, 1), expected (1, 4, 1, 1)"),
+    (lambda s: s.__setitem__("llama.layers.1.attention.lora_wq_l2.weight", torch.ones(63, 4)),
+     "llama.layers.1.attention.lora_wq_l2.weight has shape (63, 4), expected 64 rows"),
+    (lambda s: s.__setitem__("prefix_query.weight", torch.ones(128)), "prefix_query.weight has shape (128,)"),
+    (lambda s: s.__setitem__("mu_mert_agg.weight", torch.ones(25)), "mu_mert_agg.weight has shape (25,)"),
 ])
 def test_unknown_or_missing_keys_fail_loudly(world, tmp_path, edit, message):
     path = _edit_checkpoint(world, tmp_path, edit)
-    with pytest.raises(CheckpointError, match=message.replace(".", r"\.")):
+    with pytest.raises(CheckpointError, match=re.escape(message)) as info:
         convert_mullama(path, world.llama, world.mert, tmp_path / "out", tokenizer=world.tok)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)  # names the checkpoint, one line
     assert not (tmp_path / "out").exists()  # nothing written, no LLaMA conversion started
 
 
@@ -258,6 +286,112 @@ def test_encoder_mismatch_and_unsafe_pickle(world, tmp_path):
     torch.save({"model": {"x": torch.ones(1)}, "obj": SimpleNamespace(a=1)}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_mullama(tmp_path / "evil.pth", world.llama, world.mert, tmp_path / "out2", tokenizer=world.tok)
+
+
+# --- the MERT is loaded and checked before anything is written --------------------------------------------------
+def _hubert_native(path: Path, *, layers: int = 24, sampling_rate: int | None = 24000) -> Path:
+    """A MERT saved by transformers itself (HubertModel.save_pretrained: model_type "hubert", no sample_rate) and,
+    unless sampling_rate is None, its Wav2Vec2FeatureExtractor preprocessor_config.json."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from mu_llama.encoders import BUILTIN_CONFIGS, MertConfig
+    from mu_llama.encoders import build_random as build_mert
+
+    build_mert(MertConfig.from_dict({**BUILTIN_CONFIGS["tiny"], "num_hidden_layers": layers})).model.save_pretrained(path)
+    if sampling_rate is not None:
+        Wav2Vec2FeatureExtractor(sampling_rate=sampling_rate).save_pretrained(path)
+    return path
+
+
+def _broken_weights(path: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(path.parent / "mert", path)
+    state = load_file(str(path / "model.safetensors"))
+    del state["encoder.layers.3.attention.k_proj.weight"]
+    save_file(state, str(path / "model.safetensors"))
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: Path("/nonexistent"), "/nonexistent: no such directory"),
+    (lambda root: root / "empty", "config.json: missing"),
+    (lambda root: _hubert_native(root / "small", layers=2), "has 3 of 32"),
+    (lambda root: _hubert_native(root / "hubert16k", sampling_rate=None), "runs at 16000 Hz"),
+    (lambda root: _hubert_native(root / "hubert8k", sampling_rate=8000), "runs at 8000 Hz"),
+    (_broken_weights, "missing key(s): encoder.layers.3.attention.k_proj.weight"),
+])
+def test_bad_mert_fails_before_anything_is_written(world, tmp_path, capsys, make, message):
+    from mu_llama.cli.main import main
+
+    (tmp_path / "empty").mkdir()
+    mert = make(tmp_path) if make is not _broken_weights else make(world.root / f"broken-{tmp_path.name}")
+    out = tmp_path / "out"
+    with pytest.raises((CheckpointError, ConfigError), match=re.escape(message)):
+        convert_mullama(world.ckpt, world.llama, str(mert), out, tokenizer=world.tok)
+    argv = ["convert", "mullama", "--checkpoint", str(world.ckpt), "--llama", str(world.llama), "--mert", str(mert),
+            "--out", str(out), "--tokenizer", str(world.tok), "--no-progress"]
+    capsys.readouterr()  # drop what building the fixture printed (transformers' save progress)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists()  # neither the model nor the LLaMA conversion was started
+
+
+def test_hf_native_24khz_mert_is_accepted_and_recorded(world, tmp_path):
+    """An HF-native MERT directory (sample rate only in preprocessor_config.json) converts; its path is recorded."""
+    mert = _hubert_native(tmp_path / "hf-mert")
+    out = tmp_path / "out"
+    report = convert_mullama(world.ckpt, world.llama, str(mert), out, tokenizer=world.tok)
+    assert report.config["encoder"] == str(mert.resolve()) and report.config["sample_rate"] == 24000
+
+
+def test_force_replaces_everything_the_converter_wrote(world, tmp_path):
+    """--force with another MU-LLaMA: OUT/llm, config and adapter files all come from the new one; stale model files
+    (a LoRA file the new model lacks, a fact tagger) go; the user's own files stay. Without --force: refused."""
+    from safetensors.torch import load_file
+
+    from mu_llama.convert.meta_llama import MARKER, is_conversion_of
+    from mu_llama.model import MuLlama
+
+    out = tmp_path / "out"
+    convert_mullama(world.ckpt, world.llama, world.mert, out, tokenizer=world.tok)  # LLaMA A, with LoRA
+    (out / "notes.txt").write_text("mine")
+    (out / "fact_tagger.json").write_text("{}")  # as a save_pretrained model with a tagger would have
+    marker_a = (out / "llm" / MARKER).read_text()
+    # a different LLaMA (B), pretrain stage: no LoRA
+    args_b = ReferenceArgs(w_bias=False, w_lora=False)
+    ref_b = build_random(args_b, seed=9)
+    llama_b, ckpt_b = save_reference(ref_b, tmp_path / "b", phase="pretrain")
+    with pytest.raises(CheckpointError, match="already holds a model"):
+        convert_mullama(ckpt_b, llama_b, world.mert, out, tokenizer=world.tok)
+    assert (out / "llm" / MARKER).read_text() == marker_a  # the refusal touched nothing
+    convert_mullama(ckpt_b, llama_b, world.mert, out, tokenizer=world.tok, overwrite=True)
+    assert is_conversion_of(out / "llm", llama_b, tokenizer=world.tok)  # B's weights, not A's
+    assert not (out / "adapter_model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    assert not (out / "fact_tagger.json").exists() and (out / "notes.txt").read_text() == "mine"
+    model = MuLlama.from_pretrained(out)
+    assert model.config.lora is None
+    ids = _ids(model)
+    with torch.no_grad():
+        assert (_ours(model, world.hs, ids) - ref_b(world.hs, ids)).abs().max().item() < TOL
+    # --force again with A in transformers layout elsewhere: the stale OUT/llm (B's conversion) goes
+    hf_a = tmp_path / "hf-a"
+    convert_meta_to_hf(world.llama, hf_a, tokenizer=world.tok)
+    convert_mullama(world.ckpt, hf_a, world.mert, out, overwrite=True)
+    assert not (out / "llm").exists() and json.loads((out / "config.json").read_text())["config"]["llm"] == str(
+        hf_a.resolve())
+    assert load_file(str(out / "adapter_model.safetensors"))  # A's LoRA is back
+    # an HF LLaMA that lives in OUT/llm is an input, never removed; a foreign OUT/llm is never removed either
+    convert_mullama(world.ckpt, world.llama, world.mert, out, tokenizer=world.tok, overwrite=True)
+    convert_mullama(world.ckpt, out / "llm", world.mert, out, overwrite=True)
+    assert (out / "llm" / "config.json").is_file()
+    foreign = tmp_path / "foreign"
+    (foreign / "llm").mkdir(parents=True)
+    (foreign / "llm" / "mine.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not a LLaMA converted by mu-llama"):
+        convert_mullama(world.ckpt, world.llama, world.mert, foreign, tokenizer=world.tok, overwrite=True)
+    assert (foreign / "llm" / "mine.txt").read_text() == "mine" and not (foreign / "config.json").exists()
 
 
 # --- Meta <-> HF ------------------------------------------------------------------------------------------------

@@ -47,8 +47,11 @@ def reference_states(encoder, wave: torch.Tensor) -> list[torch.Tensor]:
     x = normalize_clips(wave[None], torch.tensor([len(wave)]))
     out = encoder.model(x, output_hidden_states=True)
     states = list(out.hidden_states)
+    assert len(states) == encoder.num_layers  # the embedding output + one per layer
     if encoder.config.do_stable_layer_norm:
         states[-1] = out.last_hidden_state  # 4.x / MERT remote code: the last state is after the final layer norm
+    else:
+        assert torch.equal(states[-1], out.last_hidden_state)  # post-LN: the last layer's output is the final state
     return [s[0] for s in states]
 
 
@@ -121,6 +124,99 @@ def test_attention_relax_without_deepnorm_is_accepted():
     MertConfig.from_dict(raw)  # unused by the stock Hubert encoders MERTModel builds without deepnorm
 
 
+# What transformers 4.x's PretrainedConfig.to_dict() wrote into every config.json (MERT re-saved with 4.x carries
+# them next to its own fields); values as 4.x wrote them by default.
+TRANSFORMERS_4X_GENERIC = {
+    "return_dict": True, "output_hidden_states": False, "output_attentions": False, "torchscript": False,
+    "torch_dtype": "float32", "use_bfloat16": False, "tf_legacy_loss": False, "pruned_heads": {},
+    "tie_word_embeddings": True, "chunk_size_feed_forward": 0, "is_encoder_decoder": False, "is_decoder": False,
+    "cross_attention_hidden_size": None, "add_cross_attention": False, "tie_encoder_decoder": False,
+    "max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+    "num_beam_groups": 1, "diversity_penalty": 0.0, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0,
+    "repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "num_return_sequences": 1, "output_scores": False, "return_dict_in_generate": False,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "remove_invalid_values": False,
+    "exponential_decay_length_penalty": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "architectures": ["MERTModel"], "finetuning_task": None, "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1}, "tokenizer_class": None, "prefix": None, "bos_token_id": 1,
+    "pad_token_id": 0, "eos_token_id": 2, "sep_token_id": None, "decoder_start_token_id": None,
+    "task_specific_params": None, "problem_type": None, "_name_or_path": "m-a-p/MERT-v1-95M",
+    "transformers_version": "4.31.0",
+}
+
+
+def test_transformers_generic_config_keys_are_ignored():
+    """MERT re-saved with transformers 4.x (generic + generation keys) or 5.x reads as the released architecture."""
+    from transformers import GenerationConfig, PretrainedConfig
+
+    from mu_llama.encoders.mert_config import ARCH_FIELDS, generic_config_fields
+
+    raw = json.loads((FIXTURES / "mert-v1-95m.config.json").read_text())
+    resaved_4x = {**raw, **TRANSFORMERS_4X_GENERIC}
+    assert MertConfig.from_dict(resaved_4x) == builtin_config("mert-95m")
+    # whatever the installed transformers writes as generic keys is ignored as well (derived, not typed)
+    current = {**PretrainedConfig().to_dict(), **GenerationConfig().to_dict()}
+    current = {k: v for k, v in current.items() if k not in ARCH_FIELDS}
+    assert MertConfig.from_dict({**raw, **current, "model_type": "mert_model"}) == builtin_config("mert-95m")
+    fields = generic_config_fields()
+    assert {"num_beams", "bad_words_ids", "output_scores", "torchscript", "dtype"} <= fields
+    assert not fields & {*ARCH_FIELDS, "feature_extractor_cqt", "deepnorm", "pruned_heads"}
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("feature_extractor_cqt", True, "feature_extractor_cqt=true is not supported"),
+    ("deepnorm", True, "deepnorm=true is not supported"),
+    ("pruned_heads", {"0": [1, 2]}, "pruned_heads"),
+    ("num_codebooks", 8, r"unknown field\(s\) num_codebooks"),
+    ("conv_dim", [512] * 6, "num_feat_extract_layers 7 != len"),
+])
+def test_generic_keys_do_not_hide_model_fields(field, value, needle):
+    raw = {**json.loads((FIXTURES / "mert-v1-95m.config.json").read_text()), **TRANSFORMERS_4X_GENERIC, field: value}
+    with pytest.raises(ConfigError, match=needle):
+        MertConfig.from_dict(raw, "config.json")
+
+
+def _hf_native_dir(path: Path, sampling_rate: int | None = SR, **config_overrides) -> tuple[Path, object]:
+    """MERT saved by transformers itself: HubertModel.save_pretrained (model_type "hubert", no sample_rate) plus a
+    Wav2Vec2FeatureExtractor preprocessor_config.json."""
+    enc = tiny(seed=8)
+    enc.model.save_pretrained(path)
+    if sampling_rate is not None:
+        Wav2Vec2FeatureExtractor(sampling_rate=sampling_rate).save_pretrained(path)
+    if config_overrides:
+        cfg = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**cfg, **config_overrides}))
+    return path, enc
+
+
+def test_hf_native_hubert_directory_takes_the_preprocessor_sampling_rate(tmp_path):
+    path, enc = _hf_native_dir(tmp_path / "mert")
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["model_type"] == "hubert" and "sample_rate" not in cfg
+    loaded = load_mert(path)
+    assert loaded.sample_rate == 24000 and loaded.config == enc.config
+    wave = noise(7000)
+    torch.testing.assert_close(loaded(wave[None]).hidden_states, enc(wave[None]).hidden_states, atol=0, rtol=0)
+    # a HuBERT that records no rate anywhere is HuBERT's 16 kHz
+    bare, _ = _hf_native_dir(tmp_path / "bare", sampling_rate=None)
+    assert load_mert(bare).sample_rate == 16000
+
+
+@pytest.mark.parametrize("sampling_rate, overrides, needle", [
+    (24000, {"sample_rate": 16000}, "sampling_rate 24000 disagrees with config.json sample_rate 16000"),
+    ("24k", {}, "sampling_rate must be a positive integer"),
+    (0, {}, "sampling_rate must be a positive integer"),
+])
+def test_preprocessor_sampling_rate_conflicts_are_one_line(tmp_path, sampling_rate, overrides, needle):
+    path, _ = _hf_native_dir(tmp_path / "mert", **overrides)
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    (path / "preprocessor_config.json").write_text(json.dumps({**pre, "sampling_rate": sampling_rate}))
+    with pytest.raises(ConfigError, match=needle) as info:
+        load_mert(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path / "preprocessor_config.json")) and "\n" not in msg
+
+
 def test_options_validation():
     with pytest.raises(ConfigError, match="CUDA"):
         EncoderOptions(dtype="bfloat16")
@@ -153,13 +249,17 @@ def test_normalization_matches_wav2vec2_feature_extractor():
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_parity_with_plain_hubert_model(variant, attn):
+    """An unpadded single clip runs exactly HubertModel.forward's modules on the same input: equal bit for bit.
+    95m-shape is post-LN, 330m-shape and layer-norm are pre-LN ("stable"); 9319 samples leave 319 unused at the end,
+    400 make one frame."""
     enc = tiny(variant, attn=attn)
-    wave = noise(9000)
-    out = enc(wave[None])
-    ref = reference_states(enc, wave)
-    assert out.hidden_states.shape == (enc.num_layers, 1, enc.frames_for(9000), enc.hidden_size)
-    for i, r in enumerate(ref):
-        torch.testing.assert_close(out.hidden_states[i, 0], r, atol=1e-5, rtol=0)
+    for n in (9000, 9319, 400):
+        wave = noise(n)
+        out = enc(wave[None])
+        ref = reference_states(enc, wave)
+        assert out.hidden_states.shape == (enc.num_layers, 1, enc.frames_for(n), enc.hidden_size)
+        for i, r in enumerate(ref):
+            torch.testing.assert_close(out.hidden_states[i, 0], r, atol=0, rtol=0, msg=f"{n} samples, state {i}")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -192,6 +292,37 @@ def test_naive_padding_would_be_wrong_for_group_norm():
     naive = enc.model(x, attention_mask=mask).last_hidden_state[1, : enc.frames_for(5000)]
     ours = enc(wave, lengths).hidden_states[-1, 1, : enc.frames_for(5000)]
     assert (naive - ours).abs().max() > 1e-3
+
+
+def test_hubert_seam_refuses_an_unexpected_layout():
+    """MertEncoder drives HubertModel's modules: a changed layout is one clear error, at construction or first call."""
+    import transformers
+
+    from mu_llama.encoders import MertEncoder
+    from mu_llama.errors import DependencyError
+
+    enc = tiny("330m-shape")
+    version = rf"transformers {transformers.__version__}: "
+    model = HubertModel(enc.model.config)
+    del model.feature_projection                                        # a module renamed upstream
+    with pytest.raises(DependencyError, match=version + "HubertModel has no module feature_projection"):
+        MertEncoder(enc.config, model)
+    with pytest.raises(ConfigError, match="does not match its MertConfig"):
+        MertEncoder(builtin_config("tiny"), enc.model)                  # post-LN config, pre-LN model
+
+    wave = noise(4000)[None]
+    handle = enc.model.feature_projection.register_forward_hook(lambda m, a, out: (out, out))  # Wav2Vec2-style tuple
+    with pytest.raises(DependencyError, match=version + "HubertModel feature_projection output is tuple"):
+        enc(wave)
+    handle.remove()
+    enc.model.config.layerdrop = 1.0
+    enc.model.encoder.train()                                           # an encoder that skips layers
+    with pytest.raises(DependencyError, match=r"ran its 3 layers \[0, 0, 0\] times"):
+        enc(wave)
+    enc.model.encoder.eval()
+    enc.model.config.layerdrop = 0.0
+    torch.testing.assert_close(enc(wave).hidden_states[:, 0], torch.stack(reference_states(enc, wave[0])), atol=0,
+                               rtol=0)
 
 
 def test_layer_selection_and_output_type():
@@ -429,7 +560,10 @@ def test_embed_cli_choices_mirror_the_library():
     import mu_llama.embed as lib
     from mu_llama import encoders
 
+    from mu_llama.model import DEFAULT_MODEL
+
     assert (cli.DEFAULT_MODEL, cli.MANIFEST, cli.POOLS) == (lib.DEFAULT_MODEL, lib.MANIFEST, lib.POOLS)
+    assert lib.DEFAULT_MODEL == DEFAULT_MODEL  # embed's default is the default model's encoder
     assert cli.DTYPES == tuple(encoders.DTYPES) and cli.ATTN_IMPLEMENTATIONS == encoders.ATTN_IMPLEMENTATIONS
     with pytest.raises(ConfigError, match="pool"):
         lib.EmbedOptions(pool="max")

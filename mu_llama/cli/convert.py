@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="LLaMA-2-7B: transformers folder, or Meta layout (params.json + consolidated.00.pth, "
                         "or a llama_dir holding 7B/ and tokenizer.model)")
     m.add_argument("--mert", default="m-a-p/MERT-v1-330M", metavar="ID|DIR",
-                   help="encoder spec stored in the model (hub id or local MERT folder); default m-a-p/MERT-v1-330M")
+                   help="the MERT the model hears with (hub id or local MERT folder), loaded and checked against the "
+                        "checkpoint before anything is written; default m-a-p/MERT-v1-330M")
     m.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     m.add_argument("--llm-out", metavar="DIR", help="where a Meta-layout LLaMA is converted to (default OUT/llm)")
     m.add_argument("--tokenizer", metavar="PATH",
@@ -41,7 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=DTYPES, help="cast the converted LLaMA weights (default: keep their dtype)")
     m.add_argument("--full-audio", action="store_true",
                    help="hear whole recordings (MU-LLaMA hears only the first 60 s; default: reproduce that)")
-    m.add_argument("--force", action="store_true", help="replace a model already in --out")
+    m.add_argument("--force", action="store_true",
+                   help="replace a model already in --out: its model files and a LLaMA converted there earlier from "
+                        "other weights (other files in --out are kept)")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(func=run_mullama)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_MODEL = "random:mert-95m"  # = mu_llama.embed.DEFAULT_MODEL
+DEFAULT_MODEL = "mu-llama-mini"  # = mu_llama.embed.DEFAULT_MODEL = mu_llama.model.DEFAULT_MODEL
 MANIFEST = "manifest.jsonl"  # = mu_llama.embed.MANIFEST
 POOLS = ("none", "mean")  # = mu_llama.embed.POOLS
 DTYPES = ("float32", "bfloat16", "float16")  # = mu_llama.encoders.DTYPES
@@ -24,9 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     f"Writes DIR/<name>.safetensors per file and DIR/{MANIFEST}; continues past bad files.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, directories, globs or .txt/.lst lists")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="SPEC",
-                   help="hub id (m-a-p/MERT-v1-330M), local directory, or random:NAME for random weights "
-                        f"(tiny, mert-95m, mert-330m); default {DEFAULT_MODEL}")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR|ID",
+                   help="a model name (mu-llama-mini, untrained:smollm2, ...) or model directory: the encoder that "
+                        "model hears with (with its descriptor layer, last, when it has one); or an encoder: a local "
+                        "MERT directory or hub id (m-a-p/MERT-v1-95M); random:NAME (tiny, mert-95m, mert-330m) for "
+                        f"random weights (smoke tests only). Default {DEFAULT_MODEL}")
     p.add_argument("--layers", default="all", type=_layers, metavar="all|I,J",
                    help="hidden states to keep: 'all' or indices such as 0,6,-1 (0 = embedding output)")
     p.add_argument("--pool", default="none", choices=POOLS, help="none: every frame; mean: one vector per layer")
@@ -37,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=tuple(DTYPES), help="bfloat16/float16 need CUDA")
     p.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
     p.add_argument("--max-duration", type=float, default=None, metavar="S", help="refuse files longer than S seconds")
-    p.add_argument("--seed", type=int, default=0, help="seed for random:* models")
+    p.add_argument("--seed", type=int, default=0, help="weights of an explicit --model random:NAME")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

@@ -8,11 +8,11 @@
 from .io import load_pth, save_sharded, tensor_dict
 from .meta_llama import (META_TO_HF, LlamaShape, LlamaSource, convert_meta_to_hf, find_llama, hf_to_meta_state,
                          load_meta_state, meta_to_hf_state, permute_rotary, unpermute_rotary)
-from .mullama import MULLAMA_RULES, ConversionReport, Rule, convert_mullama, infer_config, map_checkpoint
+from .mullama import MULLAMA_RULES, ConversionReport, Rule, check_encoder, convert_mullama, infer_config, map_checkpoint
 
 __all__ = [
     "load_pth", "save_sharded", "tensor_dict",
     "META_TO_HF", "LlamaShape", "LlamaSource", "convert_meta_to_hf", "find_llama", "hf_to_meta_state",
     "load_meta_state", "meta_to_hf_state", "permute_rotary", "unpermute_rotary",
-    "MULLAMA_RULES", "ConversionReport", "Rule", "convert_mullama", "infer_config", "map_checkpoint",
+    "MULLAMA_RULES", "ConversionReport", "Rule", "check_encoder", "convert_mullama", "infer_config", "map_checkpoint",
 ]

@@ -289,7 +289,7 @@ def convert_meta_to_hf(source: str | Path | LlamaSource, out_dir: str | Path, *,
     _check_tokenizer_source(tok_src)
     out_dir = Path(out_dir).expanduser()
     fingerprint = _fingerprint(src, tok_src, dtype)
-    if (out_dir / MARKER).is_file() and _read_json(out_dir / MARKER).get("fingerprint") == fingerprint:
+    if is_conversion(out_dir) and _read_json(out_dir / MARKER).get("fingerprint") == fingerprint:
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CheckpointError(out_dir, "exists and is not a conversion of these weights; remove it or choose another")
@@ -316,6 +316,22 @@ def convert_meta_to_hf(source: str | Path | LlamaSource, out_dir: str | Path, *,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def is_conversion(out_dir: str | Path) -> bool:
+    """out_dir was written by convert_meta_to_hf (it carries MARKER), whichever weights it came from."""
+    return (Path(out_dir).expanduser() / MARKER).is_file()
+
+
+def is_conversion_of(out_dir: str | Path, source: str | Path | LlamaSource, *, tokenizer: str | Path | None = None,
+                     dtype: str | None = None) -> bool:
+    """out_dir is convert_meta_to_hf's output for exactly these weights, tokenizer and dtype (it would be reused)."""
+    src = source if isinstance(source, LlamaSource) else find_llama(source)
+    tok_src = Path(tokenizer).expanduser() if tokenizer is not None else src.tokenizer
+    out_dir = Path(out_dir).expanduser()
+    if src.layout != "meta" or tok_src is None or not is_conversion(out_dir):
+        return False
+    return _read_json(out_dir / MARKER).get("fingerprint") == _fingerprint(src, tok_src, dtype)
 
 
 def hf_config(shape: LlamaShape, hf_state: dict[str, Tensor], tokenizer, max_position_embeddings: int):

@@ -21,13 +21,16 @@ Conversion details that keep the logits identical:
 Known gap: legacy_bridge checkpoints (LayerNorm bridge, eps 1e-5) convert with our eps 1e-6 (report note);
 the released checkpoint uses the RMSNorm bridge (eps 1e-6, exact).
 Frozen weights that a checkpoint may also carry (llama.* base weights, mert_model.*) are skipped: the
-base model comes from `llama`, the encoder from `mert`.
+base model comes from `llama`, the encoder from `mert`. That MERT is loaded and checked against the checkpoint
+(hidden states, width, 24 kHz) before anything is written (check_encoder); a gate, prefix or q/k tensor of the
+wrong shape is a CheckpointError naming the key.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,9 +43,18 @@ from mu_llama.adapters import LoraOptions, MusicAdapter
 from mu_llama.adapters.lora import ATTN_TARGETS, MLP_TARGETS
 from mu_llama.errors import CheckpointError, ConfigError
 from mu_llama.model import ADAPTER_FILE, CONFIG_FILE, FORMAT, FORMAT_VERSION, LORA_FILE, MuLlamaConfig
+from mu_llama.tagger import CHECKPOINT as TAGGER_CHECKPOINT
 
 from .io import load_pth, tensor_dict
-from .meta_llama import LlamaShape, LlamaSource, convert_meta_to_hf, find_llama, permute_rotary
+from .meta_llama import (
+    LlamaShape,
+    LlamaSource,
+    convert_meta_to_hf,
+    find_llama,
+    is_conversion,
+    is_conversion_of,
+    permute_rotary,
+)
 
 PEFT = "base_model.model."  # peft's prefix in adapter_model.safetensors
 ATTN = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "o_proj"}
@@ -98,7 +110,11 @@ MULLAMA_RULES: tuple[Rule, ...] = (
 _COMPILED = [(re.compile(r.source), r) for r in MULLAMA_RULES]
 LEGACY_NOTE = ("legacy_bridge checkpoint (LayerNorm bridge): MU-LLaMA's LayerNorm eps is 1e-5, the converted bridge "
                "uses 1e-6 (MuLlamaConfig has no bridge eps field yet), so logits match only approximately")
-KNOWN_ENCODERS = {"m-a-p/MERT-v1-330M": (25, 1024), "m-a-p/MERT-v1-95M": (13, 768)}  # hidden states, width
+PEFT_CONFIG_FILE, CONVERSION_FILE, LLM_DIR = "adapter_config.json", "conversion.json", "llm"
+# The files that make OUT a model, config.json first: what this converter writes, plus what MuLlama.save_pretrained
+# may have left there (a fact tagger would be loaded with the new model). overwrite=True removes exactly these.
+MODEL_FILES = (CONFIG_FILE, ADAPTER_FILE, LORA_FILE, PEFT_CONFIG_FILE, CONVERSION_FILE,
+               f"{TAGGER_CHECKPOINT}.json", f"{TAGGER_CHECKPOINT}.safetensors")
 
 
 @dataclass
@@ -155,6 +171,9 @@ def map_checkpoint(state: dict[str, Tensor], shape: LlamaShape, where: str | Pat
                                      f"{', '.join(sorted(unknown)[:10])}")
     if "prefix_query.weight" not in state:
         raise CheckpointError(where, "missing key prefix_query.weight: not a MU-LLaMA / LLaMA-Adapter checkpoint")
+    if state["prefix_query.weight"].dim() != 2:
+        raise CheckpointError(where, f"prefix_query.weight has shape {tuple(state['prefix_query.weight'].shape)}, "
+                                     "expected (injected layers, LLaMA dim)")
     k_layers, width = state["prefix_query.weight"].shape
     if width != shape.dim or not 1 <= k_layers <= shape.n_layers:
         raise CheckpointError(where, f"prefix_query.weight is {(k_layers, width)}; the LLaMA has dim {shape.dim} and "
@@ -169,6 +188,10 @@ def map_checkpoint(state: dict[str, Tensor], shape: LlamaShape, where: str | Pat
             skipped[rule.note] += 1
             continue
         if rule.kind == "gate":
+            gate_shape = (1, shape.n_heads, 1, 1)  # MU-LLaMA's Attention.gate: one tanh gate per head
+            if tuple(t.shape) != gate_shape:
+                raise CheckpointError(where, f"{name} has shape {tuple(t.shape)}, expected {gate_shape} (one gate per "
+                                             f"head of the LLaMA's {shape.n_heads} attention heads)")
             layer = int(groups["layer"])
             if layer < first:
                 skipped[SKIP_GATE] += 1
@@ -178,7 +201,11 @@ def map_checkpoint(state: dict[str, Tensor], shape: LlamaShape, where: str | Pat
         t = t.detach().float()
         attn = groups.get("attn")
         if rule.rotary and attn in ("wq", "wk") and groups.get("part", "l2") == "l2":
-            t = _rotary_rows(t, shape.n_heads if attn == "wq" else shape.n_kv_heads)
+            heads = shape.n_heads if attn == "wq" else shape.n_kv_heads
+            if t.dim() == 0 or t.shape[0] != heads * shape.head_dim:  # the permutation needs whole heads
+                raise CheckpointError(where, f"{name} has shape {tuple(t.shape)}, expected {heads * shape.head_dim} "
+                                             f"rows ({heads} heads x {shape.head_dim})")
+            t = _rotary_rows(t, heads)
         if rule.scale != 1.0:
             t = t * rule.scale
         (lora if rule.kind == "lora" else adapter)[_format(rule, groups)] = t.contiguous()
@@ -193,9 +220,12 @@ def infer_config(mapped: MappedCheckpoint, *, encoder: str, llm: str, shape: Lla
                  full_audio: bool = False, where: str | Path = "<checkpoint>") -> MuLlamaConfig:
     """The MuLlamaConfig the mapped tensors belong to (sizes read off the tensors)."""
     a = mapped.adapter
-    for name in ("music_adapter.layer_mix.weight", "music_adapter.proj.weight"):
+    for name, ndim in (("music_adapter.layer_mix.weight", 3), ("music_adapter.proj.weight", 2)):
         if name not in a:
             raise CheckpointError(where, f"missing key {_source_name(name)}")
+        if a[name].dim() != ndim:  # Conv1d (1, L, 1) and Linear (H, D): the encoder sizes are read off them
+            raise CheckpointError(where, f"{_source_name(name)} has shape {tuple(a[name].shape)}; expected "
+                                         f"{'(1, encoder layers, 1)' if ndim == 3 else '(out, encoder width)'}")
     blocks = sorted({int(k.split(".")[2]) for k in a if k.startswith("music_adapter.blocks.")})
     if blocks != list(range(len(blocks))):
         raise CheckpointError(where, f"bridge blocks {[b + 1 for b in blocks]} are not numbered 1..n")
@@ -311,23 +341,30 @@ def _source_name(ours: str) -> str:
     return ours
 
 
-def encoder_dims(spec: str) -> tuple[int, int] | None:
-    """(hidden states incl. embeddings, width) of an encoder spec, when knowable offline; else None."""
-    from mu_llama.encoders import BUILTIN_CONFIGS
+def check_encoder(mert: str | Path, cfg: MuLlamaConfig, where: str | Path = "<checkpoint>") -> str:
+    """Load the MERT `mert` names and check it is the encoder the checkpoint's adapter reads; -> the spec to record.
 
-    name = spec.removeprefix("random:")
-    if name in BUILTIN_CONFIGS:
-        c = BUILTIN_CONFIGS[name]
-        return c["num_hidden_layers"] + 1, c["hidden_size"]
-    path = Path(name).expanduser()
-    path = path / "config.json" if path.is_dir() else path
-    if path.is_file():
-        try:
-            c = json.loads(path.read_text())
-            return int(c["num_hidden_layers"]) + 1, int(c["hidden_size"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(path, f"unreadable encoder config ({e})") from None
-    return KNOWN_ENCODERS.get(spec)
+    The encoder is loaded for real (config, every weight key and shape: the loader's checks) and then dropped, so a
+    wrong path, a HuBERT / MERT of the wrong size or sample rate, or a broken download fails here, before anything
+    is written. Sizes: mu_mert_agg mixes cfg.enc_layers hidden states, mu_mert_proj reads cfg.enc_dim channels.
+    A local directory is recorded as its absolute path (the model directory may be used from anywhere).
+    """
+    from mu_llama.encoders import load_encoder
+
+    spec = str(mert)
+    path = Path(spec).expanduser()
+    if path.exists():
+        spec = str(path.resolve())
+    encoder = load_encoder(spec)  # ConfigError / CheckpointError name the file and the reason
+    got = (encoder.num_layers, encoder.hidden_size, encoder.sample_rate)
+    del encoder  # MERT-330M is ~1.3 GB in float32: not kept through the LLaMA conversion
+    if got[:2] != (cfg.enc_layers, cfg.enc_dim):
+        raise CheckpointError(where, f"mu_mert_agg / mu_mert_proj expect an encoder with {cfg.enc_layers} hidden "
+                                     f"states of {cfg.enc_dim}; {str(mert)!r} has {got[0]} of {got[1]}")
+    if got[2] != cfg.sample_rate:
+        raise CheckpointError(spec, f"the encoder runs at {got[2]} Hz; the converted model needs {cfg.sample_rate} Hz "
+                                    "(MU-LLaMA was trained on MERT features of 24 kHz audio)")
+    return spec
 
 
 def convert_mullama(checkpoint: str | Path, llama: str | Path, mert: str, out: str | Path, *,
@@ -337,11 +374,16 @@ def convert_mullama(checkpoint: str | Path, llama: str | Path, mert: str, out: s
     """MU-LLaMA checkpoint.pth + LLaMA (Meta or HF layout) + MERT spec -> save_pretrained directory `out`.
 
     A Meta-layout LLaMA is converted to transformers' layout in `llm_out` (default out/llm); an HF one is
-    referenced where it is. The checkpoint is mapped and checked before the (slow) LLaMA conversion.
+    referenced where it is. Everything is checked before anything is written: the checkpoint is mapped, the MERT
+    loaded and matched against it, and only then is the (slow) LLaMA converted and `out` written.
+    overwrite=True replaces a model already in `out`: its MODEL_FILES and a LLaMA converted there earlier from other
+    weights (llm_out / out/llm, only if convert_meta_to_hf wrote it); other files in `out` are left alone.
     """
     out = Path(out).expanduser()
-    if (out / CONFIG_FILE).exists() and not overwrite:
-        raise CheckpointError(out, "already holds a model (config.json); pass overwrite=True / --force to replace it")
+    present = [name for name in MODEL_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise CheckpointError(out, f"already holds a model ({', '.join(present)}); pass overwrite=True / --force to "
+                                   "replace it")
     src: LlamaSource = find_llama(llama, llama_type)
     if tokenizer is not None and src.layout == "hf":
         raise ConfigError("tokenizer applies only to a Meta-layout LLaMA; an HF directory brings its own")
@@ -349,13 +391,21 @@ def convert_mullama(checkpoint: str | Path, llama: str | Path, mert: str, out: s
     mapped = map_checkpoint(tensor_dict(load_pth(checkpoint), checkpoint, key="model"), src.shape, checkpoint)
     cfg = infer_config(mapped, encoder=str(mert), llm="<pending>", shape=src.shape, full_audio=full_audio,
                        where=checkpoint)
-    dims = encoder_dims(str(mert))
-    if dims is not None and dims != (cfg.enc_layers, cfg.enc_dim):
-        raise CheckpointError(checkpoint, f"mu_mert_agg / mu_mert_proj expect an encoder with {cfg.enc_layers} hidden "
-                                          f"states of {cfg.enc_dim}; {mert!r} has {dims[0]} of {dims[1]}")
-    if src.layout == "meta":
-        llm_dir = convert_meta_to_hf(src, llm_out if llm_out is not None else out / "llm", tokenizer=tokenizer,
-                                     dtype=dtype, progress=progress)
+    cfg.encoder = check_encoder(mert, cfg, checkpoint)
+    llm_target = (Path(llm_out).expanduser() if llm_out is not None else out / LLM_DIR) if src.layout == "meta" \
+        else None
+    if llm_target is not None and llm_target.is_dir() and any(llm_target.iterdir()):
+        if not is_conversion(llm_target):  # never removed, not even with overwrite: not ours
+            raise CheckpointError(llm_target, "exists and is not a LLaMA converted by mu-llama; remove it or choose "
+                                              "another llm_out / --llm-out")
+        if not overwrite and not is_conversion_of(llm_target, src, tokenizer=tokenizer, dtype=dtype):
+            raise CheckpointError(llm_target, "holds a LLaMA converted from other weights; pass overwrite=True / "
+                                              "--force to replace it, or choose another llm_out / --llm-out")
+    if overwrite:
+        inputs = [src.directory, checkpoint, Path(cfg.encoder)] + ([Path(tokenizer).expanduser()] if tokenizer else [])
+        _remove_previous(out, llm_target, src, [p for p in inputs if p.exists()], tokenizer=tokenizer, dtype=dtype)
+    if llm_target is not None:
+        llm_dir = convert_meta_to_hf(src, llm_target, tokenizer=tokenizer, dtype=dtype, progress=progress)
     else:
         llm_dir = src.directory
     cfg.llm = str(Path(llm_dir).resolve())
@@ -367,9 +417,31 @@ def convert_mullama(checkpoint: str | Path, llama: str | Path, mert: str, out: s
     report = ConversionReport(out=str(out), llm=cfg.llm, llm_converted=src.layout == "meta",
                               tensors={"adapter": len(mapped.adapter), "lora": len(mapped.lora)},
                               skipped=mapped.skipped, config=cfg.to_dict(), notes=notes)
-    (out / "conversion.json").write_text(json.dumps({"source": str(checkpoint.resolve()), **report.to_dict()},
-                                                    indent=2) + "\n")
+    (out / CONVERSION_FILE).write_text(json.dumps({"source": str(checkpoint.resolve()), **report.to_dict()},
+                                                  indent=2) + "\n")
     return report
+
+
+def _remove_previous(out: Path, llm_target: Path | None, src: LlamaSource, inputs: list[Path], *,
+                     tokenizer: str | Path | None, dtype: str | None) -> None:
+    """overwrite=True: remove the model files in `out` and LLaMA folders converted there earlier from other weights.
+
+    A LLaMA folder goes only if convert_meta_to_hf wrote it (it carries its marker), it is not this run's
+    conversion of the same weights (reused as is), and it holds none of this run's inputs (an HF LLaMA or a
+    tokenizer may live inside an old out/llm). Anything else under `out` is the user's and stays.
+    """
+    for name in MODEL_FILES:  # config.json first: a half-removed directory never reads as a model
+        if (out / name).is_file() or (out / name).is_symlink():
+            (out / name).unlink()
+    resolved_inputs = [p.resolve() for p in inputs]
+    for folder in dict.fromkeys(f for f in (out / LLM_DIR, llm_target) if f is not None):
+        if not folder.is_dir() or not is_conversion(folder):
+            continue  # absent, or not ours: convert_meta_to_hf refuses to write into a foreign folder
+        if folder == llm_target and is_conversion_of(folder, src, tokenizer=tokenizer, dtype=dtype):
+            continue  # the same weights, tokenizer and dtype: the conversion is reused
+        if any(p == folder.resolve() or p.is_relative_to(folder.resolve()) for p in resolved_inputs):
+            continue
+        shutil.rmtree(folder)
 
 
 def _write(out: Path, cfg: MuLlamaConfig, mapped: MappedCheckpoint) -> None:
@@ -387,6 +459,6 @@ def _write(out: Path, cfg: MuLlamaConfig, mapped: MappedCheckpoint) -> None:
                               target_modules=list(o.target_modules), bias="none", task_type="CAUSAL_LM").to_dict()
         peft_cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in peft_cfg.items()}
         peft_cfg["base_model_name_or_path"] = cfg.llm
-        (out / "adapter_config.json").write_text(json.dumps(peft_cfg, indent=2, default=str) + "\n")
+        (out / PEFT_CONFIG_FILE).write_text(json.dumps(peft_cfg, indent=2, default=str) + "\n")
     body = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict()}
     (out / CONFIG_FILE).write_text(json.dumps(body, indent=2) + "\n")
