@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mu_llama.errors import CheckpointError, ConfigError
+from mu_llama.errors import CheckpointError, ConfigError, DependencyError
 
 from .base import AudioEncoder, EncoderOptions, EncoderOutput
 from .mert_checkpoint import map_state_dict, read_state_dict, resolve_source, to_mert_layout
@@ -55,6 +55,7 @@ class MertEncoder(AudioEncoder):
 
     def __init__(self, config: MertConfig, model: HubertModel, *, name: str = "mert"):
         super().__init__()
+        _check_hubert(config, model)
         self.config = config
         self.model = model.eval().requires_grad_(False)
         self.name = name
@@ -78,8 +79,6 @@ class MertEncoder(AudioEncoder):
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, *,
                 layers: Sequence[int] | None = None) -> EncoderOutput:
-        from transformers.masking_utils import create_bidirectional_mask
-
         if wave.dim() != 2:
             raise ValueError(f"wave must be (B, N), got shape {tuple(wave.shape)}")
         B, N = wave.shape
@@ -102,49 +101,113 @@ class MertEncoder(AudioEncoder):
         frame_mask = torch.arange(T, device=device)[None, :] < frames.to(device)[:, None]  # (B, T)
 
         feats = self._conv_features(x, lengths, frames, T)  # (B, T, C)
-        hidden = self.model.feature_projection(feats)  # (B, T, D): per-frame LayerNorm + Linear
-        padded = not bool(frame_mask.all())
-        if padded:
+        hidden = _checked("feature_projection output", self.model.feature_projection(feats), (B, T, D))  # per frame
+        keys = None
+        if not bool(frame_mask.all()):
             hidden = hidden * frame_mask[..., None].to(dtype)  # zeros where a lone run would see conv zero-padding
-        attn_keys = frame_mask.clone()
-        attn_keys[frames.to(device) == 0, 0] = True  # a clip with no frames: avoid an all-masked row (NaN in sdpa)
-        attn_mask = create_bidirectional_mask(self.model.config, hidden, attn_keys if padded else None)
-
-        enc = self.model.encoder
-        hidden = hidden + enc.pos_conv_embed(hidden)
-        stable = self.config.do_stable_layer_norm
-        if not stable:
-            hidden = enc.layer_norm(hidden)
-        keep = {j: pos for pos, j in enumerate(selected)}
-        out = torch.empty(len(selected), B, T, D, device=device, dtype=dtype)  # (L, B, T, D)
-        if 0 in keep:
-            out[keep[0]] = hidden
-        last = len(enc.layers)
-        for i, layer in enumerate(enc.layers, start=1):
-            hidden = layer(hidden, attention_mask=attn_mask)
-            if i in keep:
-                out[keep[i]] = enc.layer_norm(hidden) if (stable and i == last) else hidden
-        if padded:
+            keys = frame_mask.clone()
+            keys[frames.to(device) == 0, 0] = True  # a clip with no frames: avoid an all-masked row (NaN in sdpa)
+        out = self._encoder_states(hidden, keys, selected)  # (L, B, T, D)
+        if keys is not None:
             out *= frame_mask[None, :, :, None].to(dtype)
         return EncoderOutput(out, frame_mask, selected)
 
+    def _encoder_states(self, hidden: torch.Tensor, keys: torch.Tensor | None,
+                        selected: tuple[int, ...]) -> torch.Tensor:
+        """(B, T, D) embeddings -> (len(selected), B, T, D) hidden states, from ONE call of HubertModel's own encoder.
+
+        keys (B, T) bool marks real frames (None: all real); the encoder zeroes the others and masks them as keys.
+        State i < L is what layer i receives (a forward pre-hook): 0 is the embedding after the positional conv (and,
+        post-LN, the encoder's layer norm). State L is the encoder's last_hidden_state: for pre-LN ("stable") encoders
+        after the final layer norm, as MERT's remote code and transformers 4.x return it.
+        """
+        enc = self.model.encoder
+        L = len(enc.layers)
+        keep = {j: pos for pos, j in enumerate(selected)}
+        out = hidden.new_empty(len(selected), *hidden.shape)
+        calls = [0] * L
+
+        def capture(i: int):
+            def hook(module, args, kwargs):
+                calls[i] += 1
+                if i in keep:
+                    h = args[0] if args else kwargs.get("hidden_states")
+                    out[keep[i]] = _checked(f"encoder.layers[{i}] input", h, hidden.shape)
+            return hook
+
+        handles = [layer.register_forward_pre_hook(capture(i), with_kwargs=True) for i, layer in enumerate(enc.layers)]
+        try:
+            result = enc(hidden, attention_mask=keys)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if calls != [1] * L:  # a skipped or repeated layer would leave a state unwritten or stale
+            raise DependencyError("transformers", TRANSFORMERS_SUPPORTED, f"HubertModel.encoder ran its {L} layers "
+                                  f"{calls} times; MertEncoder expects each layer called once")
+        last = result[0] if isinstance(result, tuple) else getattr(result, "last_hidden_state", None)
+        last = _checked("encoder output last_hidden_state", last, hidden.shape)
+        if L in keep:
+            out[keep[L]] = last
+        return out
+
     def _conv_features(self, x: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor, T: int) -> torch.Tensor:
         """(B, N) normalised waveform -> (B, T, C) conv features, each row as if run alone; padded frames are 0."""
-        fe = self.model.feature_extractor
+        fe = self.model.feature_extractor  # (b, n) -> (b, C, frames_for(n))
+        C = self.config.conv_dim[-1]
         need = (T - 1) * self.frame_stride + self.receptive_field  # samples the longest clip's frames use
         if self.config.feat_extract_norm == "layer":
             # Per-frame LayerNorm and unpadded convs: a valid frame never reads past its clip's end, so one batch is exact.
-            return fe(x[:, :need]).transpose(1, 2)[:, :T]
+            return _checked("feature_extractor output", fe(x[:, :need]), (x.shape[0], C, T)).transpose(1, 2)
         # Group norm averages each channel over time: padding would leak in. One batch per distinct length.
-        out = x.new_zeros(x.shape[0], T, self.config.conv_dim[-1])
+        out = x.new_zeros(x.shape[0], T, C)
         for n in torch.unique(lengths).tolist():
             rows = torch.nonzero((lengths == n) & (frames > 0)).flatten()
             if len(rows) == 0:
                 continue
             t = int(frames[rows[0]])
             rows = rows.to(x.device)
-            out[rows, :t] = fe(x[rows, :n]).transpose(1, 2)
+            out[rows, :t] = _checked("feature_extractor output", fe(x[rows, :n]), (len(rows), C, t)).transpose(1, 2)
         return out
+
+
+# --------------------------------------------------------------------------------- the seam into HubertModel
+# MertEncoder drives HubertModel through four public module calls, never by copying their code:
+#   feature_extractor: (b, n) waveform -> (b, C, frames) conv features       (called once per distinct clip length)
+#   feature_projection: (B, T, C) -> (B, T, D)
+#   encoder(hidden (B, T, D), attention_mask=(B, T) bool | None) -> .last_hidden_state (B, T, D)
+#   encoder.layers[i]: hidden states (B, T, D) as first argument, read by a forward pre-hook
+# The structure is checked at construction and every output's type and shape at each call; anything else is a
+# DependencyError naming the transformers version. tests/test_encoders.py holds the parity with HubertModel.forward.
+TRANSFORMERS_SUPPORTED = ">=4.57,<6"  # this seam passes its tests on 4.46.3, 4.57.3 and 5.24.0
+
+
+def _check_hubert(config: MertConfig, model) -> None:
+    """Refuse a model that is not laid out as HubertModel (or does not match `config`) before any audio runs."""
+    parts = {"feature_extractor": getattr(model, "feature_extractor", None),
+             "feature_projection": getattr(model, "feature_projection", None),
+             "encoder": getattr(model, "encoder", None)}
+    parts["encoder.layers"] = getattr(parts["encoder"], "layers", None)
+    missing = [k for k, v in parts.items() if not isinstance(v, torch.nn.Module)]
+    if missing:
+        raise DependencyError("transformers", TRANSFORMERS_SUPPORTED, f"{type(model).__name__} has no module "
+                              f"{', '.join(missing)}; MertEncoder drives HubertModel's feature_extractor, "
+                              "feature_projection, encoder and encoder.layers")
+    hub = getattr(model, "config", None)
+    got = {k: getattr(hub, k, None) for k in ("hidden_size", "do_stable_layer_norm", "feat_extract_norm")}
+    want = {"hidden_size": config.hidden_size, "do_stable_layer_norm": config.do_stable_layer_norm,
+            "feat_extract_norm": config.feat_extract_norm}
+    if got != want or len(parts["encoder.layers"]) != config.num_hidden_layers:
+        raise ConfigError(f"the model ({got}, {len(parts['encoder.layers'])} layers) does not match its MertConfig "
+                          f"({want}, {config.num_hidden_layers} layers)")
+
+
+def _checked(what: str, t, shape: tuple[int, ...]) -> torch.Tensor:
+    """t, if it is a tensor of `shape`; else a DependencyError (an upstream module returned something else)."""
+    if not torch.is_tensor(t) or tuple(t.shape) != tuple(shape):
+        kind = f"shape {tuple(t.shape)}" if torch.is_tensor(t) else type(t).__name__
+        raise DependencyError("transformers", TRANSFORMERS_SUPPORTED, f"HubertModel {what} is {kind}, "
+                              f"expected a tensor of shape {tuple(shape)}")
+    return t
 
 
 # ---------------------------------------------------------------------------------------------------- builders

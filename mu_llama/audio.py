@@ -19,6 +19,7 @@ for the same reason frames are read through libsndfile's C call directly (soundf
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import io
 import os
@@ -32,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mu_llama.errors import AudioError, ConfigError
+from mu_llama.errors import AudioError, ConfigError, DependencyError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -237,9 +238,7 @@ def _read_blocks(f: sf.SoundFile, name, block_frames: int, limit: int | None = N
     total = 0
     while limit is None or total < limit:
         buf = np.empty((block_frames if limit is None else min(block_frames, limit - total), f.channels), np.float32)
-        # soundfile.read() seeks after every call (to tell + n), which lands off-position in MP3s: call libsndfile.
-        n = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), len(buf))
-        code = sf._snd.sf_error(f._file)
+        n, code = _readf_float(f, buf)
         if code:
             at = (total + max(n, 0)) / f.samplerate
             raise AudioError(name, "corrupt", f"decoder error near {at:.2f} s: {_sf_message(code)}")
@@ -269,7 +268,46 @@ def _warn_if_short(f: sf.SoundFile, name, decoded: int) -> None:
 
 
 def _sf_message(code: int) -> str:
-    return sf._ffi.string(sf._snd.sf_error_number(code)).decode(errors="replace").replace("\n", " ")
+    return sf.LibsndfileError(code).error_string.replace("\n", " ")  # public: libsndfile's sf_error_number(code)
+
+
+# --- the one place that reaches into soundfile's private names -----------------------------------------------------
+# soundfile's SoundFile.read() re-seeks to tell() + n after every call (SoundFile._cdata_io). An MP3 seek re-primes
+# libsndfile's decoder (and is approximate, see the module docstring), so block reads through it differ from one whole
+# read. Frames are therefore decoded by libsndfile's sf_readf_float on soundfile's own handle, which never seeks.
+# Private names used, all here: soundfile._snd (the cffi library), soundfile._ffi, SoundFile._file (SNDFILE *).
+SOUNDFILE_SUPPORTED = ">=0.12,<0.15"  # checked against 0.14.0; the names are unchanged since 0.12 (first MP3 wheels)
+
+
+@functools.cache
+def _libsndfile():
+    """(soundfile._snd, soundfile._ffi), checked on first use: a DependencyError naming soundfile's version if moved."""
+    snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    missing = [name for name, obj in (("soundfile._snd", snd), ("soundfile._ffi", ffi)) if obj is None]
+    if ffi is not None and not all(hasattr(ffi, a) for a in ("cast", "typeof", "CData")):
+        missing.append("soundfile._ffi.cast/typeof/CData")
+    if snd is not None:
+        missing += [f"soundfile._snd.{fn}" for fn in ("sf_readf_float", "sf_error") if not hasattr(snd, fn)]
+    if missing:
+        raise DependencyError("soundfile", SOUNDFILE_SUPPORTED, f"{', '.join(missing)} not found (mu_llama.audio "
+                              "reads frames through libsndfile directly; see _readf_float)")
+    return snd, ffi
+
+
+def _readf_float(f: sf.SoundFile, buf: np.ndarray) -> tuple[int, int]:
+    """Decode up to len(buf) frames at f's position into buf, C-contiguous float32 (n, f.channels).
+    Returns (frames decoded, libsndfile's error code: 0 = none); the position advances by exactly the frames decoded."""
+    if f.closed:
+        raise ValueError("read from a closed SoundFile")
+    if buf.dtype != np.float32 or buf.ndim != 2 or buf.shape[1] != f.channels or not buf.flags.c_contiguous:
+        raise ValueError(f"buf must be C-contiguous float32 (n, {f.channels}), got {buf.dtype} {buf.shape}")
+    snd, ffi = _libsndfile()
+    handle = getattr(f, "_file", None)
+    if not isinstance(handle, ffi.CData) or ffi.typeof(handle) != ffi.typeof("SNDFILE *"):
+        raise DependencyError("soundfile", SOUNDFILE_SUPPORTED, f"an open SoundFile's ._file is {type(handle).__name__}"
+                              ", not libsndfile's SNDFILE * handle")
+    n = snd.sf_readf_float(handle, ffi.cast("float *", buf.ctypes.data), len(buf))
+    return int(n), int(snd.sf_error(handle))
 
 
 def _open(src: str | Path | bytes, name: str | None = None) -> sf.SoundFile:

@@ -43,6 +43,22 @@ class CheckpointError(MuLlamaError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class DependencyError(MuLlamaError, RuntimeError):
+    """An installed library is not shaped the way mu-llama reaches into it (a private name moved, a module returns
+    another type, a bundled data file changed). Raised where mu-llama reaches into that library, instead of a wrong
+    result. The message names the package, its installed version, what was expected and the supported range."""
+
+    def __init__(self, package: str, supported: str, problem: str):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version(package)
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        self.package, self.installed, self.supported = package, installed, supported
+        super().__init__(f"{package} {installed}: {problem}; mu-llama supports {package}{supported}")
+
+
 def choice_error(name: str, value: object, choices) -> ConfigError:
     """Build the standard 'bad option' error: names the option, the value and every valid choice."""
     return ConfigError(f"invalid {name} {value!r}; valid choices: {', '.join(map(str, choices))}")

@@ -141,7 +141,7 @@ class FactTagger:
             est.fit(np.asarray(X, np.float64), np.asarray(y))
             classes[fact] = tuple(str(c) for c in est.classes_)
             k = 1 if len(classes[fact]) == 2 else len(classes[fact])
-            heads[fact] = [TreeEnsemble.from_sklearn(est, tree=j) for j in range(k)]
+            heads[fact] = [TreeEnsemble.from_sklearn(est, tree=j, check=X) for j in range(k)]
         return cls(heads, classes, dict(info or {}))
 
     def predict_proba(self, X: np.ndarray) -> dict[str, np.ndarray]:

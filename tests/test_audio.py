@@ -14,7 +14,7 @@ import soundfile as sf
 from mu_llama import audio
 from mu_llama.audio import (AUDIO_EXTENSIONS, TruncatedAudioWarning, decode_array, decode_bytes, iter_audio_files,
                             load_audio, probe, stream_audio)
-from mu_llama.errors import AudioError, ConfigError
+from mu_llama.errors import AudioError, ConfigError, DependencyError
 
 pytestmark = pytest.mark.filterwarnings("ignore::mu_llama.audio.TruncatedAudioWarning")
 
@@ -235,6 +235,77 @@ def test_decode_bytes_and_array_errors():
         decode_array(np.zeros(0, np.float32), 16000)
     with pytest.raises(ConfigError):
         load_audio("x.wav", sample_rate=0)
+
+
+# ---------------------------------------------------------------- the soundfile seam (its private names, one place)
+
+def _noisy_tone(tmp_path, ext="mp3", sr=48000, channels=1) -> Path:
+    x = tone(440, sr, 5.0, channels)
+    x = x + 0.02 * np.random.default_rng(0).standard_normal(x.shape)
+    return write(tmp_path / f"seam.{ext}", np.clip(x, -1, 1).astype(np.float32), sr)
+
+
+def _blocks(path, block: int) -> np.ndarray:
+    with sf.SoundFile(path) as f:
+        return np.concatenate(list(audio._read_blocks(f, path, block)))
+
+
+@pytest.mark.parametrize("ext,sr,channels", [("mp3", 48000, 1), ("mp3", 44100, 2), ("ogg", 44100, 2),
+                                             ("flac", 48000, 1)])
+def test_block_reads_equal_soundfiles_whole_read(tmp_path, ext, sr, channels):
+    """Any block size decodes exactly what soundfile's one-call whole read gives (MP3 included)."""
+    path = _noisy_tone(tmp_path, ext, sr, channels)
+    whole, _ = sf.read(path, dtype="float32", always_2d=True)
+    assert whole.shape == (round(sr * 5.0), channels)
+    for block in (4096, 777):
+        np.testing.assert_array_equal(_blocks(path, block), whole)
+
+
+def test_soundfiles_own_block_reads_still_differ_on_mp3(tmp_path):
+    """Why _readf_float exists: SoundFile.read() re-seeks after every call, which re-primes the MP3 decoder. If this
+    fails, soundfile's public reads became exact and the private seam can go (SoundFile.read(out=...))."""
+    path = _noisy_tone(tmp_path)
+    whole, _ = sf.read(path, dtype="float32", always_2d=True)
+    with sf.SoundFile(path) as f:
+        public = np.concatenate(list(f.blocks(4096, dtype="float32", always_2d=True)))
+    assert public.shape == whole.shape and not np.array_equal(public, whole)
+    np.testing.assert_array_equal(_blocks(path, 4096), whole)
+
+
+@pytest.fixture
+def fresh_seam():
+    audio._libsndfile.cache_clear()
+    yield
+    audio._libsndfile.cache_clear()
+
+
+def test_moved_soundfile_internals_fail_loudly_with_the_version(tmp_path, monkeypatch, fresh_seam):
+    path = write(tmp_path / "t.wav", tone(440, 8000, 0.5), 8000)
+    real = sf._snd
+
+    class Lib:  # soundfile's cffi library without the one function we call that soundfile itself does not need
+        def __getattr__(self, name):
+            if name == "sf_readf_float":
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(sf, "_snd", Lib())
+    with pytest.raises(DependencyError, match=rf"soundfile {sf.__version__}: soundfile\._snd\.sf_readf_float not found"
+                                              r".*supports soundfile>=0\.12"):
+        load_audio(path)
+    monkeypatch.setattr(audio, "sf", type("Moved", (), {"_ffi": sf._ffi})())  # no _snd at all
+    audio._libsndfile.cache_clear()
+    with pytest.raises(DependencyError, match=r"soundfile\._snd not found"):
+        audio._libsndfile()
+    monkeypatch.undo()
+    audio._libsndfile.cache_clear()
+    assert len(load_audio(path, 8000)) == 4000
+
+    class Renamed:  # a SoundFile whose handle attribute moved
+        closed, channels, _file = False, 1, object()
+
+    with pytest.raises(DependencyError, match=r"\._file is object, not libsndfile's SNDFILE \* handle"):
+        audio._readf_float(Renamed(), np.empty((4, 1), np.float32))
 
 
 # ---------------------------------------------------------------- file discovery

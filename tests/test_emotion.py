@@ -59,6 +59,39 @@ def test_empty_or_emotionless_text_is_neutral_and_negation_skips_terms():
     assert est.music_terms == () and est.vad.arousal == 0.0
 
 
+def test_nrc_lexicon_is_read_from_nrclex_and_checked(monkeypatch):
+    """The NRC lexicon is nrclex's data file: its layout and format are checked, and a change is one clear error."""
+    from mu_llama.emotion import text
+    from mu_llama.errors import DependencyError
+
+    lex = text.nrc_lexicon()
+    assert len(lex) >= text.NRC_MIN_WORDS and set(category_pad()) <= {c for cs in lex.values() for c in cs}
+    assert set(lex["abandon"]) == {"fear", "negative", "sadness"}          # a word from EmoLex itself
+    good = json.dumps(lex)
+    assert text.parse_nrc(good) == lex
+    no_joy = {w: [c for c in cs if c != "joy"] for w, cs in lex.items()}
+    drifts = {"not JSON": good[:-1], "word: \\[category": json.dumps([[w, c] for w, c in lex.items()]),
+              "outside NRC EmoLex": json.dumps({**lex, "abandon": ["fear", "dread"]}),
+              "no word in categories \\['joy'\\]": json.dumps(no_joy),
+              "has 3000 words": json.dumps(dict(list(lex.items())[:3000]))}
+    for needle, bad in drifts.items():
+        with pytest.raises(DependencyError, match=rf"nrclex \S+: nrclex/data/nrc_en.json .*{needle}"):
+            text.parse_nrc(bad)
+
+    def gone(package):                                                    # nrclex absent, or its 3.x layout
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(text.resources, "files", gone)
+    text.nrc_lexicon.cache_clear()
+    try:
+        with pytest.raises(DependencyError, match=r"no nrclex/data/nrc_en.json .*mu-llama\[emotion\].*nrclex>=4\.1"):
+            text.nrc_lexicon()
+    finally:
+        monkeypatch.undo()
+        text.nrc_lexicon.cache_clear()
+    assert text.nrc_lexicon() == lex
+
+
 def test_lexicon_tables_are_in_range_and_cite_sources():
     pad = category_pad()
     assert set(pad) == {"anger", "disgust", "fear", "joy", "sadness", "surprise", "trust", "anticipation"}

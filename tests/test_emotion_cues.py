@@ -41,6 +41,76 @@ def test_tree_arrays_predict_exactly_what_sklearn_predicts_including_missing_val
     assert np.corrcoef(TreeEnsemble.fit(X, y, max_iter=40).predict(Xt[:, :]), est.predict(Xt))[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_tree_arrays_equal_sklearn_decision_function_for_classifiers(n_classes):
+    """The tagger's use: one export per output of a HistGradientBoostingClassifier (binary: a single log-odds)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = _data()
+    X[::7, 2] = np.nan
+    labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    est = HistGradientBoostingClassifier(max_iter=25, learning_rate=0.1, l2_regularization=1.0, early_stopping=False,
+                                         random_state=0).fit(X, labels)
+    Xt, _ = _data(150, seed=1)
+    Xt[::5, 2] = np.nan
+    ref = est.decision_function(Xt).reshape(len(Xt), -1)                  # (n, 1) binary, (n, K) multi-class
+    assert ref.shape[1] == (1 if n_classes == 2 else n_classes)
+    for j in range(ref.shape[1]):
+        np.testing.assert_allclose(TreeEnsemble.from_sklearn(est, tree=j, check=X).predict(Xt), ref[:, j],
+                                   rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="out of range"):
+        TreeEnsemble.from_sklearn(est, tree=ref.shape[1])
+
+
+def test_tree_export_refuses_what_it_cannot_represent():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X, y = _data(200)
+    with pytest.raises(ValueError, match="not fitted"):
+        TreeEnsemble.from_sklearn(HistGradientBoostingRegressor())
+    poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=3).fit(X, np.exp(y))
+    with pytest.raises(ValueError, match="link function"):                # predict() = exp(raw): not the tree sum
+        TreeEnsemble.from_sklearn(poisson)
+    Xc = X.copy()
+    Xc[:, 0] = np.arange(len(Xc)) % 4
+    cat = HistGradientBoostingRegressor(categorical_features=[0], max_iter=3).fit(Xc, y)
+    with pytest.raises(ValueError, match="categorical"):
+        TreeEnsemble.from_sklearn(cat)
+
+
+def test_tree_export_fails_loudly_when_sklearns_private_layout_changes():
+    """The export reads est._predictors and est._baseline_prediction: each simulated drift names the version."""
+    import sklearn
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from mu_llama.errors import DependencyError
+
+    X, y = _data(200)
+    def fresh():
+        return HistGradientBoostingRegressor(max_iter=5, early_stopping=False, random_state=0).fit(X, y)
+
+    version = rf"scikit-learn {sklearn.__version__}: HistGradientBoostingRegressor\."
+    est = fresh()
+    del est._predictors                                                   # renamed upstream
+    with pytest.raises(DependencyError, match=version + "_predictors"):
+        TreeEnsemble.from_sklearn(est)
+    est = fresh()
+    nodes = est._predictors[0][0].nodes
+    renamed = nodes.astype([(n if n != "missing_go_to_left" else "missing_left", t) for n, t in nodes.dtype.descr])
+    est._predictors[0][0].nodes = renamed                                 # a node field renamed upstream
+    with pytest.raises(DependencyError, match="missing_go_to_left"):
+        TreeEnsemble.from_sklearn(est)
+    est = fresh()
+    est._baseline_prediction = np.zeros((2, 1))                           # another shape
+    with pytest.raises(DependencyError, match="_baseline_prediction"):
+        TreeEnsemble.from_sklearn(est)
+    est = fresh()                                                         # same layout, but scikit-learn's own score
+    est.predict = lambda X: HistGradientBoostingRegressor.predict(est, X) + 0.5   # has a term the tables lack
+    TreeEnsemble.from_sklearn(est)                                        # structure alone cannot tell ...
+    with pytest.raises(DependencyError, match=r"disagree .* by 0\.5 on 200 rows"):   # ... the check on rows does
+        TreeEnsemble.from_sklearn(est, check=X)
+
+
 def test_tree_arrays_refuse_out_of_range_children():
     X, y = _data(100)
     t = TreeEnsemble.fit(X, y, max_iter=3).to_tensors("t")

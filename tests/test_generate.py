@@ -222,6 +222,77 @@ def test_musicgen_zero_init_vad_prefix_leaves_outputs_unchanged(musicgen):
         attach_vad_conditioner(m)
 
 
+def _musicgen_logits(m, vad=None, **kw) -> torch.Tensor:
+    """Greedy generation of a tiny MusicGen (VAD prefix bound if it has a conditioner) -> logits (steps, B*K, V)."""
+    from mu_llama.generate.musicgen import generate_with_vad
+
+    ids = torch.randint(1, 100, (2, 6), generator=torch.Generator().manual_seed(0))
+    am = torch.ones_like(ids)
+    am[1, 3:] = 0                                                     # padded text: the cross-attention mask matters
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
+              output_logits=True, **kw)
+    with torch.no_grad():
+        out = generate_with_vad(m, vad, **kw) if hasattr(m, "vad_conditioner") else m.generate(**kw)
+    return torch.stack(out.logits)
+
+
+@pytest.mark.parametrize("guidance", [None, 3.0])
+def test_musicgen_vad_hook_keeps_the_kv_cache_and_zero_gates_keep_the_base_model(guidance):
+    """The hook never touches the attention's arguments, so the decoder's KV cache (an argument renamed across
+    transformers versions) reaches MusicGen intact: generation with cache equals generation without, gates open or
+    shut; with zero gates the logits are exactly the unconditioned model's."""
+    from mu_llama.generate.musicgen import attach_vad_conditioner, tiny_musicgen
+
+    m = tiny_musicgen()
+    vads = [VAD(0.9, -0.5, 0.2), VAD(-1, 1, -1)]
+    base = {c: _musicgen_logits(m, guidance_scale=guidance, use_cache=c) for c in (True, False)}
+    torch.testing.assert_close(base[True], base[False], atol=1e-5, rtol=0)
+    keys = set(m.state_dict())
+    cond = attach_vad_conditioner(m)
+    assert set(m.state_dict()) - keys == {f"vad_conditioner.{k}" for k in cond.state_dict()}   # nothing replaced
+    for c in (True, False):
+        assert torch.equal(_musicgen_logits(m, vads, guidance_scale=guidance, use_cache=c), base[c])
+    with torch.no_grad():
+        cond.gates.fill_(1.0)
+    cached = _musicgen_logits(m, vads, guidance_scale=guidance, use_cache=True)
+    torch.testing.assert_close(cached, _musicgen_logits(m, vads, guidance_scale=guidance, use_cache=False),
+                               atol=1e-5, rtol=0)
+    assert (cached - base[True]).abs().max() > 1e-4                   # the gates do move the output ...
+    other = _musicgen_logits(m, [VAD(0, 0, 0)] * 2, guidance_scale=guidance, use_cache=True)
+    assert (cached - other).abs().max() > 1e-4                        # ... and the VAD decides how
+
+
+def test_musicgen_vad_hook_fails_loudly_on_a_changed_attention():
+    import copy
+
+    import transformers
+
+    from mu_llama.errors import DependencyError
+    from mu_llama.generate.musicgen import GatedVADCrossAttention, attach_vad_conditioner, tiny_musicgen
+
+    version = rf"transformers {transformers.__version__}: "
+    m = tiny_musicgen()
+    del m.decoder.model.decoder.layers[1].encoder_attn.k_proj         # a projection renamed upstream
+    with pytest.raises(DependencyError, match=version + "decoder layer 1 has no encoder_attn with q_proj, k_proj"):
+        attach_vad_conditioner(m)
+
+    m = tiny_musicgen()
+    cond = attach_vad_conditioner(m)
+    attn = m.decoder.model.decoder.layers[0].encoder_attn
+    hook, q = GatedVADCrossAttention(cond, 0), torch.zeros(2, 3, 32)
+    with cond.bind(None, 2):
+        with pytest.raises(DependencyError, match=r"without the query states .* keyword arguments \['cache'\]"):
+            hook(attn, (), {"cache": None}, (q, None))                 # query states passed under a new name
+        with pytest.raises(DependencyError, match=r"returned Tensor, not a tuple"):
+            hook(attn, (q,), {}, q)                                    # a bare tensor instead of (output, weights)
+        assert hook(attn, (q,), {}, (q, None))[0].shape == q.shape
+
+    twin = copy.deepcopy(m)                                            # the hooks follow the copy's conditioner
+    with torch.no_grad():
+        twin.vad_conditioner.gates.fill_(1.0)
+    assert (_musicgen_logits(twin, VAD(0.5, 0.5, 0.5)) - _musicgen_logits(m, VAD(0.5, 0.5, 0.5))).abs().max() > 1e-4
+
+
 def test_musicgen_lora_step_trains_only_lora_and_conditioner(musicgen):
     from mu_llama.generate.musicgen import (
         LoraRecipe,

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from mu_llama.emotion.vad import AXES, VAD
+from mu_llama.errors import DependencyError
 
 DATA = Path(__file__).parent / "data"
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)?")
@@ -66,10 +67,48 @@ def music_terms() -> dict[tuple[str, ...], tuple[float | None, float | None, flo
             for r in _read_tsv("music_terms.tsv")}
 
 
+# The NRC lexicon is a data file inside the nrclex package (its 4.x layout); nothing of nrclex's code is used.
+NRCLEX_SUPPORTED = ">=4.1,<5"  # read against 4.1.0; 3.x kept nrc_en.json outside a nrclex.data package
+NRC_FILE = "nrclex/data/nrc_en.json"
+NRC_CATEGORIES = frozenset({"anger", "anticipation", "disgust", "fear", "joy", "negative", "positive", "sadness",
+                            "surprise", "trust"})
+NRC_MIN_WORDS = 5000  # EmoLex has ~6,400 words with at least one category (6,468 in nrclex 4.1.0)
+
+
 @functools.lru_cache(maxsize=1)
 def nrc_lexicon() -> dict[str, list[str]]:
-    """word -> NRC EmoLex categories, read from the file nrclex bundles (nrclex/data/nrc_en.json)."""
-    return json.loads(resources.files("nrclex.data").joinpath("nrc_en.json").read_text(encoding="utf-8"))
+    """word -> NRC EmoLex categories, read from the file nrclex bundles (NRC_FILE).
+    A missing package or file, or another format, is a DependencyError naming nrclex's version."""
+    try:
+        text = resources.files("nrclex.data").joinpath("nrc_en.json").read_text(encoding="utf-8")
+    except ImportError:  # nrclex absent, or a layout without the nrclex.data package
+        raise DependencyError("nrclex", NRCLEX_SUPPORTED, f"no {NRC_FILE} to read the NRC lexicon from (install "
+                              "the emotion extra: pip install 'mu-llama[emotion]')") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DependencyError("nrclex", NRCLEX_SUPPORTED, f"cannot read {NRC_FILE} ({e})") from None
+    return parse_nrc(text)
+
+
+def parse_nrc(text: str) -> dict[str, list[str]]:
+    """The JSON text of NRC_FILE -> {word: [category, ...]}, checked: a DependencyError if its format changed."""
+    def changed(problem: str) -> DependencyError:
+        return DependencyError("nrclex", NRCLEX_SUPPORTED, f"{NRC_FILE} {problem}")
+
+    try:
+        lex = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise changed(f"is not JSON ({e})") from None
+    rows_ok = isinstance(lex, dict) and all(isinstance(w, str) and isinstance(cs, list) for w, cs in lex.items())
+    if not rows_ok or not all(isinstance(c, str) for cs in lex.values() for c in cs):
+        raise changed("is not a JSON object {word: [category, ...]}")
+    seen = {c for cats in lex.values() for c in cats}
+    if seen - NRC_CATEGORIES:
+        raise changed(f"has categories {sorted(seen - NRC_CATEGORIES)} outside NRC EmoLex's {sorted(NRC_CATEGORIES)}")
+    if set(category_pad()) - seen:
+        raise changed(f"has no word in categories {sorted(set(category_pad()) - seen)}")
+    if len(lex) < NRC_MIN_WORDS:
+        raise changed(f"has {len(lex)} words; NRC EmoLex has more than {NRC_MIN_WORDS}")
+    return lex
 
 
 @functools.lru_cache(maxsize=1)

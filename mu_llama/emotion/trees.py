@@ -6,7 +6,8 @@ the onset periodicity at 1/2, 2 or 3 times the beat, and a linear read of the te
 
 Fitting uses `sklearn.ensemble.HistGradientBoostingRegressor` (training only). The fitted trees are exported node by
 node, so a checkpoint is tensors plus JSON (never a pickle) and prediction needs only numpy. `predict` equals
-scikit-learn's own `predict` (tests/test_emotion.py checks it).
+scikit-learn's own `predict` (classifier: `decision_function`): checked at export on the training rows, and by
+tests/test_emotion_cues.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mu_llama.errors import CheckpointError
+from mu_llama.errors import CheckpointError, DependencyError
 
 FIELDS = ("feature", "threshold", "missing_left", "left", "right", "value", "roots")
 
@@ -45,17 +46,22 @@ class TreeEnsemble:
 
         est = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate,
                                             max_leaf_nodes=max_leaf_nodes, early_stopping=False, random_state=seed)
-        est.fit(np.asarray(X, np.float64), np.asarray(y, np.float64))
-        return cls.from_sklearn(est)
+        X = np.asarray(X, np.float64)
+        est.fit(X, np.asarray(y, np.float64))
+        return cls.from_sklearn(est, check=X)
 
     @classmethod
-    def from_sklearn(cls, est, tree: int = 0) -> "TreeEnsemble":
-        """Export a fitted HistGradientBoostingRegressor (its `_predictors` node tables), or the trees of one output
-        of a HistGradientBoostingClassifier (`tree`: the class index; a binary classifier has one output, its
-        log-odds). Its prediction is then that output's raw score (decision_function)."""
+    def from_sklearn(cls, est, tree: int = 0, *, check: np.ndarray | None = None) -> TreeEnsemble:
+        """Export a fitted HistGradientBoostingRegressor (identity-link loss), or the trees of one output of a
+        HistGradientBoostingClassifier (`tree`: the class index; a binary classifier has one output, its log-odds).
+        The export predicts that output's raw score: predict() for a regressor, decision_function() for a classifier.
+
+        scikit-learn has no public tree export for these estimators, so this reads two private attributes (see
+        _sklearn_trees); an unexpected layout raises DependencyError naming scikit-learn's version. `check` (n, F):
+        rows on which the export must reproduce scikit-learn's own score, else DependencyError (fit passes its X)."""
+        predictors, baseline = _sklearn_trees(est, tree)
         parts, roots, offset = [], [], 0
-        for predictors in est._predictors:
-            nodes = predictors[tree].nodes
+        for nodes in predictors:
             if nodes["is_categorical"].any():
                 raise ValueError("categorical splits are not supported")
             leaf = nodes["is_leaf"].astype(bool)
@@ -65,8 +71,17 @@ class TreeEnsemble:
             roots.append(offset)
             offset += len(nodes)
         cat = [np.concatenate(col) for col in zip(*parts)]
-        return cls(float(np.ravel(est._baseline_prediction)[tree]), cat[0], cat[1].astype(np.float64), cat[2], cat[3],
-                   cat[4], cat[5].astype(np.float64), np.array(roots, np.int32))
+        out = cls(baseline, cat[0], cat[1].astype(np.float64), cat[2], cat[3], cat[4], cat[5].astype(np.float64),
+                  np.array(roots, np.int32))
+        if check is not None:
+            X = np.asarray(check, np.float64)
+            ref = est.predict(X) if _is_regressor(est) else est.decision_function(X)
+            ref = ref if ref.ndim == 1 else ref[:, tree]                   # (n,) or multi-class (n, K)
+            err = float(np.max(np.abs(out.predict(X) - ref), initial=0.0))
+            if not err <= 1e-9 * max(1.0, float(np.max(np.abs(ref), initial=0.0))):  # NaN fails too
+                raise DependencyError("scikit-learn", SKLEARN_SUPPORTED, f"the exported trees disagree with "
+                                      f"{type(est).__name__}'s own scores by {err:.3g} on {len(X)} rows")
+        return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(n, F) -> (n,). All trees descend together, one level per step."""
@@ -107,6 +122,59 @@ class TreeEnsemble:
         return cls(float(tensors[f"{prefix}.baseline"][0]), t["feature"].astype(np.int32),
                    t["threshold"].astype(np.float64), t["missing_left"].astype(bool), t["left"].astype(np.int32),
                    t["right"].astype(np.int32), t["value"].astype(np.float64), t["roots"].astype(np.int32))
+
+
+# --- the one place that reads scikit-learn's private tree tables -----------------------------------------------------
+SKLEARN_SUPPORTED = ">=1.3,<1.10"  # read against 1.9.1; only fitting needs scikit-learn (prediction is numpy)
+IDENTITY_LINK_LOSSES = ("squared_error", "absolute_error", "quantile")  # regressor losses whose predict() = raw score
+NODE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf",
+               "is_categorical")
+
+
+def _is_regressor(est) -> bool:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return isinstance(est, HistGradientBoostingRegressor)
+
+
+def _sklearn_trees(est, tree: int) -> tuple[list[np.ndarray], float]:
+    """A fitted HistGradientBoosting* -> (one node table per boosting round for output `tree`, that output's baseline).
+
+    Private layout read (scikit-learn 1.x): est._predictors, one list per boosting round of n_trees_per_iteration_ = K
+    TreePredictor, each with .nodes, a structured array carrying NODE_FIELDS; est._baseline_prediction, K values
+    (shape (1, K) in 1.9). Bad input is a ValueError; a layout other than that is a DependencyError."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    if not isinstance(est, (HistGradientBoostingRegressor, HistGradientBoostingClassifier)):
+        raise ValueError(f"expected a HistGradientBoostingRegressor or -Classifier, got {type(est).__name__}")
+    if not hasattr(est, "n_trees_per_iteration_"):
+        raise ValueError(f"{type(est).__name__} is not fitted")
+    if _is_regressor(est) and est.loss not in IDENTITY_LINK_LOSSES:
+        raise ValueError(f"loss {est.loss!r} predicts through a link function; exportable losses: "
+                         f"{', '.join(IDENTITY_LINK_LOSSES)}")
+    if getattr(est, "is_categorical_", None) is not None and np.any(est.is_categorical_):
+        raise ValueError("categorical features are not supported (they are re-ordered before the trees see them)")
+    k = int(est.n_trees_per_iteration_)
+    if not 0 <= tree < k:
+        raise ValueError(f"tree {tree} out of range: the estimator has {k} output(s)")
+
+    def moved(what: str) -> DependencyError:
+        return DependencyError("scikit-learn", SKLEARN_SUPPORTED,
+                               f"{type(est).__name__}.{what} (mu_llama.emotion.trees exports the fitted trees from it)")
+
+    rounds, baseline = getattr(est, "_predictors", None), getattr(est, "_baseline_prediction", None)
+    if not isinstance(rounds, list) or not rounds:
+        raise moved("_predictors is not a non-empty list of boosting rounds")
+    if baseline is None or np.size(baseline) != k:
+        raise moved(f"_baseline_prediction does not hold n_trees_per_iteration_ = {k} values")
+    tables = []
+    for r in rounds:
+        nodes = getattr(r[tree], "nodes", None) if isinstance(r, list | tuple) and len(r) == k else None
+        names = getattr(getattr(nodes, "dtype", None), "names", None) or ()
+        if not isinstance(nodes, np.ndarray) or nodes.ndim != 1 or not len(nodes) or not set(NODE_FIELDS) <= set(names):
+            raise moved(f"_predictors[i][{tree}].nodes is not a structured array with fields {', '.join(NODE_FIELDS)}")
+        tables.append(nodes)
+    return tables, float(np.ravel(baseline)[tree])
 
 
 def read_tree_checkpoint(directory: str | Path, name: str, what: str, known_features: tuple[str, ...],

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mu_llama.errors import ConfigError
+from mu_llama.errors import ConfigError, DependencyError
 
 
 class VADConditioner(nn.Module):
@@ -57,49 +57,83 @@ class VADConditioner(nn.Module):
             self.current = None
 
 
-class GatedVADCrossAttention(nn.Module):
-    """Wraps one MusicgenAttention used for cross-attention; adds the gated attention to the VAD prefix."""
+class GatedVADCrossAttention:
+    """A forward hook on one decoder layer's cross-attention (MusicgenAttention): adds the gated attention to the VAD
+    prefix to the module's output, reusing its q/k/v/out projections.
 
-    def __init__(self, attn: nn.Module, conditioner: VADConditioner, layer: int):
-        super().__init__()
-        self.attn = attn
+    Why a hook and not a wrapper module: the attention keeps its own forward, signature and cache handling (its KV-cache
+    argument was past_key_value in 4.x, then past_key_values, now cache; a wrapper that re-passes arguments can drop one
+    silently), its state-dict keys stay MusicGen's, and the hook reads only two things, both checked per call:
+    the query states (B, T, D), the call's first argument; the output, a tuple whose first item is (B, T, D).
+    A plain object rather than a closure, so deepcopy of the model re-points it at the copied conditioner."""
+
+    def __init__(self, conditioner: VADConditioner, layer: int):
+        self.conditioner = conditioner
         self.layer = layer
-        object.__setattr__(self, "_cond", conditioner)              # shared; not a submodule of every layer
 
-    def forward(self, hidden_states, key_value_states=None, *args, **kwargs):
-        out, weights = self.attn(hidden_states, key_value_states, *args, **kwargs)
-        tok = self._cond.current
-        if key_value_states is None or tok is None:
-            return out, weights
+    def __call__(self, attn: nn.Module, args: tuple, kwargs: dict, output):
+        tok = self.conditioner.current
+        if tok is None:
+            return None                                            # no VAD bound: the module's output, untouched
+        hidden_states = args[0] if args else kwargs.get("hidden_states")
+        if not torch.is_tensor(hidden_states) or hidden_states.dim() != 3:
+            raise _drift(f"{type(attn).__name__} was called without the query states (B, T, D) as first argument "
+                         f"(got {type(hidden_states).__name__}; keyword arguments {sorted(kwargs)})")
+        if not (isinstance(output, tuple) and output and torch.is_tensor(output[0])
+                and output[0].shape == hidden_states.shape):
+            raise _drift(f"{type(attn).__name__} returned {type(output).__name__}, not a tuple starting with the "
+                         f"attention output of shape {tuple(hidden_states.shape)}")
         B = hidden_states.shape[0]
         if tok.shape[0] != B:
             if B % tok.shape[0]:
                 raise ConfigError(f"VAD batch {tok.shape[0]} does not divide the decoder batch {B}")
             # classifier-free guidance doubles the batch as [conditional; unconditional]: null prefix for the rest
-            extra = self._cond.tokens(None, B - tok.shape[0]).to(tok.dtype)
+            extra = self.conditioner.tokens(None, B - tok.shape[0]).to(tok.dtype)
             tok = torch.cat([tok, extra], 0)
-        a = self.attn
-        h, d = a.num_heads, a.head_dim
-        q = a.q_proj(hidden_states).view(B, -1, h, d).transpose(1, 2)          # (B, H, T, d)
-        k = a.k_proj(tok.to(hidden_states.dtype)).view(B, -1, h, d).transpose(1, 2)
-        v = a.v_proj(tok.to(hidden_states.dtype)).view(B, -1, h, d).transpose(1, 2)
-        extra_out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, h * d)
-        gate = torch.tanh(self._cond.gates[self.layer]).to(out.dtype)
-        return out + gate * a.out_proj(extra_out), weights
+        h, d = attn.num_heads, attn.head_dim
+        q = attn.q_proj(hidden_states).view(B, -1, h, d).transpose(1, 2)          # (B, H, T, d)
+        k = attn.k_proj(tok.to(hidden_states.dtype)).view(B, -1, h, d).transpose(1, 2)   # (B, H, n_tokens, d)
+        v = attn.v_proj(tok.to(hidden_states.dtype)).view(B, -1, h, d).transpose(1, 2)
+        extra_out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, h * d)   # (B, T, D)
+        gate = torch.tanh(self.conditioner.gates[self.layer]).to(output[0].dtype)
+        return (output[0] + gate * attn.out_proj(extra_out), *output[1:])
+
+
+# MusicGen's layout as read: decoder.model.decoder.layers[i].encoder_attn, a MusicgenAttention with q/k/v/out_proj.
+TRANSFORMERS_SUPPORTED = ">=4.57,<6"  # the hook passes its tests on 4.57.3 and 5.24.0
+ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _drift(problem: str) -> DependencyError:
+    return DependencyError("transformers", TRANSFORMERS_SUPPORTED, f"{problem} (mu_llama.generate.musicgen hooks "
+                           "MusicGen's decoder cross-attention)")
 
 
 def _decoder_layers(model) -> list:
-    return list(model.decoder.model.decoder.layers)
+    """A MusicgenForConditionalGeneration's decoder layers, each checked to carry a MusicGen-shaped encoder_attn."""
+    layers = getattr(getattr(getattr(getattr(model, "decoder", None), "model", None), "decoder", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
+        raise _drift(f"{type(model).__name__} has no decoder.model.decoder.layers")
+    hidden = model.decoder.config.hidden_size
+    for i, layer in enumerate(layers):
+        attn = getattr(layer, "encoder_attn", None)
+        if not isinstance(attn, nn.Module) or not all(isinstance(getattr(attn, p, None), nn.Module)
+                                                      for p in ATTENTION_PARTS):
+            raise _drift(f"decoder layer {i} has no encoder_attn with {', '.join(ATTENTION_PARTS)}")
+        if getattr(attn, "num_heads", 0) * getattr(attn, "head_dim", 0) != hidden:
+            raise _drift(f"decoder layer {i}'s encoder_attn lacks num_heads x head_dim = hidden_size {hidden}")
+    return list(layers)
 
 
 def attach_vad_conditioner(model, n_tokens: int = 4) -> VADConditioner:
-    """Add a VADConditioner to a MusicgenForConditionalGeneration (in place). Returns it; it is also `model.vad`."""
+    """Add a VADConditioner to a MusicgenForConditionalGeneration (in place); returns it (also model.vad_conditioner).
+    Each decoder layer's cross-attention gets a GatedVADCrossAttention forward hook; no module is replaced."""
     if hasattr(model, "vad_conditioner"):
         raise ConfigError("this model already has a VAD conditioner")
     layers = _decoder_layers(model)
     cond = VADConditioner(model.decoder.config.hidden_size, len(layers), n_tokens)
     for i, layer in enumerate(layers):
-        layer.encoder_attn = GatedVADCrossAttention(layer.encoder_attn, cond, i)
+        layer.encoder_attn.register_forward_hook(GatedVADCrossAttention(cond, i), with_kwargs=True)
     model.add_module("vad_conditioner", cond)
     return cond
 
