@@ -30,7 +30,7 @@ if ! "$PY" -c "import torch, bitsandbytes, mu_llama; assert torch.cuda.is_availa
     . .venv-bench/bin/activate
     PY=python
     python -m pip install -q --upgrade pip
-    python -m pip install -q -c constraints.txt -e ".[quant]"
+    python -m pip install -q -c requirements.lock -e ".[quant]"
     python -c "import torch; assert torch.cuda.is_available(), 'torch has no CUDA here: ' + torch.__version__"
 fi
 
