@@ -28,8 +28,8 @@ from mu_llama.emotion.features import (
     FEATURE_NAMES,
     N_FFT,
     SR,
-    _stft_mag,
     audio_features,
+    stft_mag,
 )
 from mu_llama.emotion.trees import TreeEnsemble, read_tree_checkpoint
 from mu_llama.errors import CheckpointError
@@ -64,9 +64,9 @@ def timbre_features(wave: np.ndarray, mag: np.ndarray | None = None) -> np.ndarr
     the loudest (silence would pull every statistic toward the noise floor), and the mean log-mel shape (every other
     band, the frame's mean removed so loudness does not enter). MFCCs separate families by spectral envelope; the
     change statistics separate sustained (organ, strings) from decaying (piano, guitar, mallets) sounds.
-    mag: _stft_mag of the wave when the caller already has it."""
+    mag: stft_mag of the wave when the caller already has it."""
     fb, dct = _mel_dct()
-    S = _stft_mag(np.asarray(wave, np.float32)) if mag is None else mag
+    S = stft_mag(np.asarray(wave, np.float32)) if mag is None else mag
     M = np.log(fb @ (S ** 2) + 1e-8)                                              # (N_MELS, T)
     e = M.max(0)
     active = e > e.max() - 3.0 * np.log(10)                                       # 30 dB in natural-log power
@@ -87,7 +87,7 @@ def tagger_features(wave: np.ndarray, sample_rate: int = SR) -> np.ndarray:
         x = soxr.resample(x, sample_rate, SR).astype(np.float32)
     if len(x) < SR // 2:
         x = np.pad(x, (0, SR // 2 - len(x)))
-    mag = _stft_mag(x)                               # (F, T), shared: both feature sets read the same STFT
+    mag = stft_mag(x)                                # (F, T), shared: both feature sets read the same STFT
     return np.concatenate([audio_features(x, SR, mag=mag), timbre_features(x, mag)])
 
 

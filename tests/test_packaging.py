@@ -1,10 +1,12 @@
 """The distribution installs as one top-level package, `mu_llama`, and never collides with PyPI's `encoders`/`adapters`.
 Also: imports run one way (encoders/ and adapters/ never reach into mu_llama's own modules; the library never imports
-the CLI, recipes or demo), and the console script works."""
+the CLI, recipes or demo; every package sits on a layer and imports only its own layer and those below; no import
+cycle, lazy imports counted), and the console script works."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -65,6 +67,30 @@ def test_installing_us_adds_no_top_level_encoders_or_adapters(tmp_path):
     assert found == "True True"
 
 
+# The library's layers, bottom first (a package is what sits directly under mu_llama: a subpackage or a module).
+# A package may import its own layer and those below, never one above; within a layer the cycle test keeps the
+# arrows one way. The signal module sits beside the encoders because their descriptors are one of its callers.
+LAYERS: tuple[tuple[str, set[str]], ...] = (
+    ("foundation", {"errors", "isolate"}),
+    ("parts", {"encoders", "adapters", "signal", "audio", "llm", "facts", "prompts", "decoding", "fusion"}),
+    ("emotion, a leaf that the tagger and the generator use", {"emotion"}),
+    ("data, measures and figures", {"corpus", "eval", "plots"}),
+    ("the model", {"tagger", "model", "tasks", "embed", "convert"}),
+    ("applications", {"generate", "label"}),
+    ("programs: recipes and the demo", {"recipes", "demo"}),
+    ("the command line", {"cli", "__main__"}),
+)
+
+
+def _import_graph():
+    """scripts/import_graph.py: the package tree's imports read with ast (lazy ones included)."""
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def _imports(path: Path) -> set[str]:
     mods: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -76,7 +102,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_imports_run_one_way():
-    leaf_ok = ("mu_llama.errors", "mu_llama.encoders", "mu_llama.adapters")
+    leaf_ok = ("mu_llama.errors", "mu_llama.signal", "mu_llama.encoders", "mu_llama.adapters")
     for folder in ("encoders", "adapters"):
         for f in (ROOT / folder).rglob("*.py"):
             bad = {m for m in _imports(f) if m.startswith("mu_llama") and not m.startswith(leaf_ok)}
@@ -89,6 +115,45 @@ def test_imports_run_one_way():
             continue
         bad = {m for m in _imports(f) if m.startswith(("mu_llama.cli", "mu_llama.recipes", "mu_llama.demo", "demo", "bench"))}
         assert not bad, f"library module {rel} imports {bad}"
+    # Package level, lazy imports included: each package on a layer, every arrow down or level.
+    graph = _import_graph()
+    layer = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+    units = {graph.short(graph.unit(m)) for m in graph.modules()} - {"mu_llama"}
+    assert units <= set(layer), f"packages on no layer (place them in LAYERS): {sorted(units - set(layer))}"
+    upward = []
+    for (a, b), es in graph.package_edges(graph.module_edges()).items():
+        la, lb = layer[graph.short(a)], layer[graph.short(b)]
+        if la < lb:
+            where = ", ".join(f"{e.src} line {e.line}" for e in sorted(es, key=lambda e: (e.src, e.line)))
+            upward.append(f"{graph.short(a)} ({LAYERS[la][0]}) -> {graph.short(b)} ({LAYERS[lb][0]}): {where}")
+    assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
+
+
+def test_no_import_cycle_between_modules_or_packages():
+    graph = _import_graph()
+    edges = graph.module_edges()
+    assert any(e.lazy for e in edges) and any(e.src == "mu_llama.encoders.mert" and e.dst == "mu_llama.encoders.base"
+                                             for e in edges)      # the reader sees lazy and relative imports
+    module_cycles = graph.cycles(graph.graph_of((e.src, e.dst) for e in edges))
+    assert not module_cycles, f"module import cycles: {module_cycles}"
+    package_cycles = graph.cycles(graph.graph_of(graph.package_edges(edges)))
+    assert not package_cycles, f"package import cycles: {package_cycles}"
+
+
+def test_the_cycle_check_counts_lazy_and_relative_imports(tmp_path):
+    graph = _import_graph()
+    (tmp_path / "mu_llama" / "pkg").mkdir(parents=True)
+    (tmp_path / "mu_llama" / "__init__.py").write_text("")
+    (tmp_path / "mu_llama" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "mu_llama" / "pkg" / "a.py").write_text("def f():\n    from mu_llama.other import g\n")
+    (tmp_path / "mu_llama" / "other.py").write_text("from .pkg import a\n")
+    for folder in ("encoders", "adapters", "demo"):
+        (tmp_path / folder).mkdir()
+    edges = graph.module_edges(tmp_path)
+    assert {(e.src, e.dst, e.lazy) for e in edges} == {("mu_llama.pkg.a", "mu_llama.other", True),
+                                                       ("mu_llama.other", "mu_llama.pkg.a", False)}
+    assert graph.cycles(graph.graph_of((e.src, e.dst) for e in edges)) == [["mu_llama.other", "mu_llama.pkg.a"]]
+    assert graph.cycles(graph.graph_of(graph.package_edges(edges))) == [["mu_llama.other", "mu_llama.pkg"]]
 
 
 def test_console_script_and_module_entry_point(tmp_path):

@@ -97,7 +97,7 @@ class RidgeVAD:
 
 
 def _read_checkpoint(directory: str | Path, name: str, what: str) -> tuple[dict, tuple[str, ...], dict, Path]:
-    return read_tree_checkpoint(directory, name, what, FEATURE_NAMES, "python -m mu_llama.emotion.train_audio")
+    return read_tree_checkpoint(directory, name, what, FEATURE_NAMES, "python -m mu_llama.recipes.train_emotion")
 
 
 # What CueVAD reads from the sound, in MusicCues units (tempo and density as log2: trees see octave steps evenly).
@@ -123,7 +123,7 @@ class CueVAD:
     trees: dict[str, TreeEnsemble]   # one per name in CUES
     text: RidgeVAD                   # the caption-text part of the target, (N, F) -> (N, 3)
     info: dict
-    FACTS_WEIGHT = 0.8               # the targets' blend (mu_llama.generate.data, train_audio.clip_target)
+    FACTS_WEIGHT = 0.8               # the targets' blend (mu_llama.generate.data, recipes.train_emotion.clip_target)
 
     def predict_cues(self, X: np.ndarray) -> np.ndarray:
         """(N, F) -> (N, 7) in CUES order (log2 BPM, log2 notes/s, MIDI velocity, MIDI pitch, 0..1, -1..1, -1..1)."""

@@ -46,7 +46,7 @@ _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66
 _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-def _stft_mag(x: np.ndarray) -> np.ndarray:
+def stft_mag(x: np.ndarray) -> np.ndarray:
     """(F, T) magnitude, Hann window, frames centred by zero padding."""
     x = np.pad(x, (N_FFT // 2, N_FFT // 2))
     n = 1 + max(0, (len(x) - N_FFT) // HOP)
@@ -97,7 +97,7 @@ def _kk(chroma: np.ndarray) -> tuple[float, float]:
 
 
 def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray | None = None) -> np.ndarray:
-    """mono float (n,) -> (len(FEATURE_NAMES),) float32. mag: _stft_mag of the wave when the caller already has it
+    """mono float (n,) -> (len(FEATURE_NAMES),) float32. mag: stft_mag of the wave when the caller already has it
     (the wave at SR and at least 0.5 s long, as used here)."""
     x = np.asarray(wave, np.float32)
     if sample_rate != SR:
@@ -106,7 +106,7 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray |
         x = soxr.resample(x, sample_rate, SR).astype(np.float32)
     if len(x) < SR // 2:                                               # at least 0.5 s (a few frames to compare)
         x = np.pad(x, (0, SR // 2 - len(x)))
-    S = _stft_mag(x) if mag is None else mag                          # (F, T)
+    S = stft_mag(x) if mag is None else mag                           # (F, T)
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
     secs = len(x) / SR
     power = (S ** 2).sum(0) / N_FFT                                   # (T,)

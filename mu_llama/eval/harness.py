@@ -11,14 +11,14 @@ is skipped, counted in `counts`, or scored as an empty text with missing="empty"
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from mu_llama.errors import ConfigError, choice_error
 from mu_llama.eval.data import Prediction, Reference, as_predictions, as_references
 from mu_llama.eval.facts_parse import parse_facts
 from mu_llama.eval.facts_score import QA_KIND_TO_FACT, FactTally, facts_for, judge, judge_answer
 from mu_llama.eval.metrics import MetricResult, bleu, cider_d, meteor, rouge_l
+from mu_llama.eval.report import EvalReport
 from mu_llama.eval.tokenize import ptb_tokenize
 
 MODES = ("standard", "mullama-compat")
@@ -60,37 +60,6 @@ class EvalOptions:
     def active(self) -> tuple[str, ...]:
         return tuple(self.metrics) if self.metrics else (
             STANDARD_METRICS if self.mode == "standard" else COMPAT_METRICS)
-
-
-@dataclass
-class EvalReport:
-    """Corpus figures per task ("caption", "qa"), fact tables, per-item records and the labels that qualify them."""
-
-    mode: str
-    metrics: tuple[str, ...]
-    counts: dict[str, int]
-    scores: dict[str, dict[str, float]]            # task -> metric -> corpus value
-    facts: dict[str, dict]                         # task -> FactTally.to_dict()
-    items: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    name: str = ""
-
-    def to_dict(self, with_items: bool = False) -> dict:
-        d = {"name": self.name, "mode": self.mode, "metrics": list(self.metrics), "counts": self.counts,
-             "scores": self.scores, "facts": self.facts, "notes": self.notes}
-        if with_items:
-            d["items"] = self.items
-        return d
-
-    def to_markdown(self) -> str:
-        from mu_llama.eval.report import report_markdown
-
-        return report_markdown(self)
-
-    def save(self, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-        from mu_llama.eval.report import save_report
-
-        return save_report(self, out_dir, plots=plots)
 
 
 def evaluate(predictions: Iterable[Prediction | dict], references: Iterable[Reference | dict], *,

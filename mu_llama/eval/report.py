@@ -1,16 +1,42 @@
-"""Writing an EvalReport: report.json (figures), items.jsonl (per-item scores and fact judgements),
-report.md (tables), and one confusion-matrix PNG per task and fact (matplotlib, Agg backend)."""
+"""The EvalReport (what mu_llama.eval.harness.evaluate returns) and its writers: report.json (figures), items.jsonl
+(per-item scores and fact judgements), report.md (tables), and one confusion-matrix PNG per task and fact
+(matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mu_llama.eval.facts_score import ALL_FACTS
 
-if TYPE_CHECKING:
-    from mu_llama.eval.harness import EvalReport
+
+@dataclass
+class EvalReport:
+    """Corpus figures per task ("caption", "qa"), fact tables, per-item records and the labels that qualify them."""
+
+    mode: str
+    metrics: tuple[str, ...]
+    counts: dict[str, int]
+    scores: dict[str, dict[str, float]]            # task -> metric -> corpus value
+    facts: dict[str, dict]                         # task -> FactTally.to_dict()
+    items: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def to_dict(self, with_items: bool = False) -> dict:
+        d = {"name": self.name, "mode": self.mode, "metrics": list(self.metrics), "counts": self.counts,
+             "scores": self.scores, "facts": self.facts, "notes": self.notes}
+        if with_items:
+            d["items"] = self.items
+        return d
+
+    def to_markdown(self) -> str:
+        return report_markdown(self)
+
+    def save(self, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
+        return save_report(self, out_dir, plots=plots)
+
 
 METRIC_LABELS = {
     "bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "meteor": "METEOR (exact+stem)",

@@ -7,9 +7,9 @@ from mu_llama.label.labelers import (
                                      Labeler,
                                      LabelerInfo,
                                      LabelerSpec,
-                                     MuLlamaLabeler,
                                      label_isolating,
 )
+from mu_llama.label.mullama import MuLlamaLabeler
 from mu_llama.label.pipeline import LabelOptions, LabelSummary, label_collection
 from mu_llama.label.sources import DatasetSource, FileSource, Item, open_source
 

@@ -105,7 +105,7 @@ class Labeler(Protocol):
 class LabelerSpec:
     """How to build a labeler anywhere: `factory` is "package.module:callable", called with `kwargs` (JSON-able).
     Only the user's own code is imported (like `gunicorn module:app`); nothing is unpickled."""
-    factory: str = "mu_llama.label.labelers:MuLlamaLabeler"
+    factory: str = "mu_llama.label.mullama:MuLlamaLabeler"
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -134,30 +134,3 @@ def label_isolating(labeler: Labeler, clips: list[Clip]) -> list[dict | Exceptio
     normalized fields, or the exception that clip alone raised."""
     names = tuple(labeler.info.questions)
     return isolate_failures(lambda part: [normalize_fields(f, names) for f in labeler(part)], clips)
-
-
-class MuLlamaLabeler:
-    """The real labeler: a MuLlama model (registry name or checkpoint dir; None = the registry default), the caption
-    plus one answer per question, decoded in one batched generate per clip batch (mu_llama.label.mullama);
-    VAD columns from mu_llama.emotion's text estimator when that package is present."""
-
-    def __init__(self, model: str | None = None, *, questions: dict[str, str] | None = None,
-                 decoding: dict | None = None, device: str | None = None, dtype: str = "auto",
-                 quantize: str = "none", vad: bool = True):
-        from mu_llama.label import mullama  # model/torch imports stay out of decode workers and the fake's tests
-
-        self._impl = mullama.build(model, questions=DEFAULT_QUESTIONS if questions is None else questions,
-                                   decoding=decoding or {}, device=device, dtype=dtype, quantize=quantize, vad=vad)
-        self.info: LabelerInfo = self._impl.info
-
-    @staticmethod
-    def describe(model: str | None = None, *, questions: dict[str, str] | None = None, decoding: dict | None = None,
-                 device: str | None = None, dtype: str = "auto", quantize: str = "none", vad: bool = True) -> LabelerInfo:
-        """The identity (fingerprint inputs) without loading weights: what a Ray driver needs."""
-        from mu_llama.label import mullama
-
-        return mullama.describe(model, questions=DEFAULT_QUESTIONS if questions is None else questions,
-                                decoding=decoding or {}, device=device, dtype=dtype, quantize=quantize, vad=vad)
-
-    def __call__(self, clips: Sequence[Clip]) -> list[dict]:
-        return self._impl(clips)

@@ -6,6 +6,9 @@ the checkpoint's config and weight files, its fact tagger included (for registry
 config), so a retrained checkpoint at the same path never reuses cached labels. VAD (optional, derived estimates, named in `extra["vad"]`):
 mu_llama.emotion's audio regressor on the heard audio when its checkpoint is installed, else its text estimator on
 the generated caption and answers.
+
+`MuLlamaLabeler` is LabelerSpec's default factory. Its model and torch imports stand inside functions, so importing
+this module stays light: decode workers and the fakes' tests never load a model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from mu_llama.label.labelers import Clip, LabelerInfo
+from mu_llama.label.labelers import DEFAULT_QUESTIONS, Clip, LabelerInfo
 
 _WEIGHT_FILES = ("config.json", "adapter.safetensors", "adapter_model.safetensors", "adapter_config.json",
                  "fact_tagger.json", "fact_tagger.safetensors")      # the tagger steers the captions too
@@ -158,5 +161,24 @@ class MuLlamaImpl:
         return {"valence": round(v.valence, 4), "arousal": round(v.arousal, 4), "dominance": round(v.dominance, 4)}
 
 
-def build(model: str | None, **kwargs) -> MuLlamaImpl:
-    return MuLlamaImpl(model, **kwargs)
+class MuLlamaLabeler:
+    """The real labeler: a MuLlama model (registry name or checkpoint dir; None = the registry default), the caption
+    plus one answer per question, decoded in one batched generate per clip batch (MuLlamaImpl);
+    VAD columns from mu_llama.emotion's text estimator when that package is present."""
+
+    def __init__(self, model: str | None = None, *, questions: dict[str, str] | None = None,
+                 decoding: dict | None = None, device: str | None = None, dtype: str = "auto",
+                 quantize: str = "none", vad: bool = True):
+        self._impl = MuLlamaImpl(model, questions=DEFAULT_QUESTIONS if questions is None else questions,
+                                decoding=decoding or {}, device=device, dtype=dtype, quantize=quantize, vad=vad)
+        self.info: LabelerInfo = self._impl.info
+
+    @staticmethod
+    def describe(model: str | None = None, *, questions: dict[str, str] | None = None, decoding: dict | None = None,
+                 device: str | None = None, dtype: str = "auto", quantize: str = "none", vad: bool = True) -> LabelerInfo:
+        """The identity (fingerprint inputs) without loading weights: what a Ray driver needs."""
+        return describe(model, questions=DEFAULT_QUESTIONS if questions is None else questions,
+                        decoding=decoding or {}, device=device, dtype=dtype, quantize=quantize, vad=vad)
+
+    def __call__(self, clips: Sequence[Clip]) -> list[dict]:
+        return self._impl(clips)

@@ -86,9 +86,9 @@ def featurize_corpus(corpus: Path, split: str, cache_dir: Path, shard=(0, 1)) ->
 
 def _rows_by_key(data: Path, name: str, seed: int = 0) -> dict[str, dict]:
     """Render-cache key -> generator row. The emotion recipe keys a clip by its index in the rows it picked
-    (mu_llama.emotion.train_audio: seed 0, a permutation's first n rows, sorted); the cache holds its picks with
+    (mu_llama.recipes.train_emotion: seed 0, a permutation's first n rows, sorted); the cache holds its picks with
     --n-train 900 and 2000 and --n-heldout 142. A key that two picks give different rows is left out."""
-    from mu_llama.emotion.train_audio import row_key
+    from mu_llama.recipes.train_emotion import row_key
 
     train, heldout = (_jsonl(data / f"{name}.jsonl") for name in ("train", "heldout"))
     out: dict[str, dict] = {}

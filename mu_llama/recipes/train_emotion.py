@@ -5,7 +5,7 @@ cached in <cache>.npz (re-running skips clips already done). Rows come from trai
 (held-out works: reported metrics). Ridge alphas are picked on a work-grouped split of the training clips.
 --estimator cues (default) fits the v3 CueVAD (boosted trees per cue + the rules), --estimator ridge the v2 RidgeVAD.
 
-    python -m mu_llama.emotion.train_audio --data data/generator/all --n-train 2000 --n-heldout 142 \
+    python -m mu_llama.recipes.train_emotion --data data/generator/all --n-train 2000 --n-heldout 142 \
         --out mu_llama/assets/emotion
 """
 
