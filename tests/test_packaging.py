@@ -97,7 +97,7 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             mods.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            mods.add(node.module)
+            mods.update(f"{node.module}.{a.name}" for a in node.names)   # `from mu_llama import signal` too
     return mods
 
 
