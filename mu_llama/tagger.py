@@ -184,7 +184,7 @@ class FactTagger:
     @classmethod
     def load(cls, directory: str | Path, name: str = CHECKPOINT) -> FactTagger:
         meta, names, t, st = read_tree_checkpoint(directory, name, "fact tagger", TAGGER_FEATURES,
-                                                  "python -m mu_llama.recipes.train_tagger")
+                                                  "mu-llama train-tagger")
         js = st.with_suffix(".json")
         try:
             classes = {f: tuple(c) for f, c in meta["classes"].items()}

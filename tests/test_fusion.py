@@ -205,7 +205,7 @@ def test_model_saved_with_a_tagger_loads_it_and_fused_batch_equals_single(tagged
 
 
 def test_text_adherence_scores_with_and_without_the_tagger_and_plots(tagged, gen, tmp_path):
-    from mu_llama.generate.evaluate import (
+    from mu_llama.recipes.evaluate_generator import (
         ADHERENCE_PROMPTS,
         plot_adherence,
         text_adherence,

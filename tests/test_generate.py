@@ -177,7 +177,8 @@ def _tiny_dataset(tmp_path, tok, n=12):
 
 
 def test_training_resume_equals_uninterrupted(tmp_path, tok):
-    from mu_llama.generate.train import TrainConfig, train
+    from mu_llama.recipes.train_generator import GeneratorTrainConfig as TrainConfig
+    from mu_llama.recipes.train_generator import train_generator as train
 
     d = _tiny_dataset(tmp_path, tok)
     common = dict(data=str(d), batch_size=4, seq_len=40, warmup=1, ckpt_every=2, eval_every=100,

@@ -135,7 +135,7 @@ def test_generate_applies_performance_only_with_a_vad(gen):
 
 
 def test_fact_agreement_scores_family_tempo_and_mode():
-    from mu_llama.generate.evaluate import ADHERENCE_PROMPTS, fact_agreement
+    from mu_llama.recipes.evaluate_generator import ADHERENCE_PROMPTS, fact_agreement
 
     assert all(all(v in (True, None) for v in fact_agreement(p, p).values()) for p in ADHERENCE_PROMPTS)
     got = fact_agreement("A slow, sad piano piece in a minor key.", "A fast organ piece in a minor key.")
@@ -161,7 +161,8 @@ def test_tempo_prior_puts_the_header_tempo_at_the_rules_tempo_for_the_requested_
 
 
 def test_grid_draws_pool_into_one_control_report(gen, tmp_path):
-    from mu_llama.generate.evaluate import control_metrics, emotion_grid, main
+    from mu_llama.cli.main import main
+    from mu_llama.recipes.evaluate_generator import control_metrics, emotion_grid
 
     draws = []
     for k in (0, 100):
@@ -169,7 +170,8 @@ def test_grid_draws_pool_into_one_control_report(gen, tmp_path):
         (tmp_path / f"d{k}").mkdir()
         (tmp_path / f"d{k}" / "grid_rows.json").write_text(json.dumps(rows))
         draws.append(rows)
-    assert main(["--pool", str(tmp_path / "d0"), str(tmp_path / "d100"), "--out", str(tmp_path / "pooled")]) == 0
+    assert main(["eval-generator", "--pool", str(tmp_path / "d0"), str(tmp_path / "d100"),
+                 "--out", str(tmp_path / "pooled")]) == 0
     pooled = json.loads((tmp_path / "pooled" / "control.json").read_text())
     assert pooled == json.loads(json.dumps(control_metrics(draws[0] + draws[1])))
     assert pooled["n"] == 16 and (tmp_path / "pooled" / "control_vad_scatter.png").stat().st_size > 0

@@ -161,3 +161,27 @@ def test_console_script_and_module_entry_point(tmp_path):
         out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "embed" in out.stdout
+
+
+def test_programs_are_verbs_not_module_mains():
+    """Every program runs as a `mu-llama` verb: outside mu_llama/cli/ no module has a __main__ block or builds its own
+    ArgumentParser (the recipes under mu_llama/recipes/ are functions that the verbs call)."""
+    for f in [*(ROOT / "mu_llama").rglob("*.py"), *(ROOT / "encoders").rglob("*.py"), *(ROOT / "adapters").rglob("*.py")]:
+        rel = f.relative_to(ROOT).as_posix()
+        if rel.startswith("mu_llama/cli/") or rel == "mu_llama/__main__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(), filename=rel)):
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "__name__":
+                pytest.fail(f"{rel}:{node.lineno} runs as a program (`if __name__ == ...`): make it a recipe and a verb")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "ArgumentParser":
+                pytest.fail(f"{rel}:{node.lineno} parses its own flags: flags belong to a verb under mu_llama/cli/")
+
+
+def test_every_verb_answers_help(capsys):
+    from mu_llama.cli.main import VERBS, build_parser
+
+    for verb in VERBS:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser(verb).parse_args([verb, "--help"])
+        assert exit_.value.code == 0, verb
+        assert capsys.readouterr().out.startswith(f"usage: mu-llama {verb}"), verb

@@ -93,16 +93,6 @@ def resolve_from_args(args):
     return resolve_config(args.config, overrides)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    from mu_llama.errors import ConfigError
-
-    try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"invalid --shard {text!r}: expected K/N, e.g. 0/2") from None
-    return k, n
-
-
 def run(args: argparse.Namespace) -> int:
     from mu_llama.errors import ConfigError
 
@@ -114,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(export_model(args.export, args.to, args.encoder_dir))
         return 0
     if args.predict:
+        from mu_llama.cli.args import parse_shard
         from mu_llama.recipes.train import predict_split
 
         if not (args.model_dir and args.pred_out):

@@ -97,7 +97,7 @@ class RidgeVAD:
 
 
 def _read_checkpoint(directory: str | Path, name: str, what: str) -> tuple[dict, tuple[str, ...], dict, Path]:
-    return read_tree_checkpoint(directory, name, what, FEATURE_NAMES, "python -m mu_llama.recipes.train_emotion")
+    return read_tree_checkpoint(directory, name, what, FEATURE_NAMES, "mu-llama train-emotion")
 
 
 # What CueVAD reads from the sound, in MusicCues units (tempo and density as log2: trees see octave steps evenly).

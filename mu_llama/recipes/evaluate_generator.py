@@ -1,6 +1,6 @@
 """Measure the embedded generator: emotion control, diversity / copying, speed. Plots + JSON under docs/generate/.
 
-    OMP_NUM_THREADS=1 python -m mu_llama.generate.evaluate --out docs/generate [--checkpoint DIR] [--levels 5]
+    OMP_NUM_THREADS=1 mu-llama eval-generator --out docs/generate [--checkpoint DIR] [--levels 5]
 
 Emotion control: a grid of requested VAD (text fixed), one piece per cell (seed = cell index). Measured per piece:
   - VAD by the audio estimator on the rendered WAV (mu_llama.emotion.audio), and
@@ -18,19 +18,20 @@ Text adherence (needs an understanding model): `--text-adherence MODEL` (e.g. mu
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from mu_llama.emotion.vad import VAD
+from mu_llama.errors import ConfigError, choice_error
 from mu_llama.generate.api import DEFAULT_PERFORMANCE, EmbeddedGenerator
 from mu_llama.generate.conditioning import Conditioning
 from mu_llama.generate.performance import PerformanceOptions
-from mu_llama.generate.sampling import MODE_CONTROLS, MODE_DRAWS, VAD_CONTROLS, SamplingOptions
+from mu_llama.generate.sampling import SamplingOptions
 from mu_llama.generate.symbolic import PITCH_NAMES, piece_stats
 from mu_llama.generate.tokenizer import HEADER_KINDS
 
@@ -395,95 +396,85 @@ def plot_adherence(result: dict, out_dir: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--out", default="docs/generate")
-    ap.add_argument("--levels", type=int, default=5)
-    ap.add_argument("--seed-offset", type=int, default=0, help="grid cell i uses seed offset + i (another draw)")
-    ap.add_argument("--duration", type=float, default=12.0)
-    ap.add_argument("--data", default="data/generator/all", help="training data (for the copying check)")
-    ap.add_argument("--no-performance", action="store_true", help="grid without the arousal performance layer")
-    ap.add_argument("--mode-prior", type=float, default=None, help="override SamplingOptions.mode_prior")
-    ap.add_argument("--mode-control", choices=MODE_CONTROLS, default=None, help="override SamplingOptions.mode_control")
-    ap.add_argument("--tempo-prior-bins", type=float, default=None,
-                    help="override SamplingOptions.tempo_prior_bins (0 = the model's own tempo)")
-    ap.add_argument("--vad-control", choices=VAD_CONTROLS, default=None,
-                    help="override SamplingOptions.vad_control (plan: rule-inverting header planner; priors: one "
-                         "axis per header slot)")
-    ap.add_argument("--plan-width", type=float, default=None, help="override SamplingOptions.plan_width")
-    ap.add_argument("--plan-pull", type=float, default=None, help="override SamplingOptions.plan_pull")
-    ap.add_argument("--plan-axis-weights", type=float, nargs=3, default=None, metavar=("V", "A", "D"),
-                    help="override SamplingOptions.plan_axis_weights")
-    ap.add_argument("--plan-clarity", type=int, choices=(0, 1), default=None,
-                    help="override SamplingOptions.plan_clarity")
-    ap.add_argument("--plan-heard", type=int, choices=(0, 1), default=None,
-                    help="override SamplingOptions.plan_heard (1: plan on heard cues, 0: on the score's cues)")
-    ap.add_argument("--mode-draw", choices=MODE_DRAWS, default=None, help="override SamplingOptions.mode_draw")
-    ap.add_argument("--residual-slope", type=float, default=None, help="override SamplingOptions.residual_slope")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["grid", "diversity", "speed", "examples"])
-    ap.add_argument("--examples-out", default="examples/generated")
-    ap.add_argument("--text-adherence", metavar="MODEL", default=None,
-                    help="also caption generated audio with this understanding model (e.g. mu-llama-mini)")
-    ap.add_argument("--adherence-seeds", type=int, default=2, help="text adherence: seeds per prompt (default 2)")
-    ap.add_argument("--pool", nargs="+", metavar="DIR", default=None,
-                    help="only pool the grid_rows.json of earlier grid runs (other draws) into --out: rows, "
-                         "control.json and the scatter plots")
-    a = ap.parse_args(argv)
+SECTIONS = ("grid", "diversity", "speed", "examples")
+
+
+@dataclass(frozen=True)
+class GeneratorEvalConfig:
+    checkpoint: str | None = None          # generator folder; None: the bundled one
+    out: str = "docs/generate"
+    levels: int = 5                        # grid levels per VAD axis (levels ** 3 pieces)
+    seed_offset: int = 0                   # grid cell i uses seed offset + i (another draw)
+    duration: float = 12.0
+    data: str = "data/generator/all"       # training data (for the copying check)
+    performance: bool = True               # False: the grid without the arousal performance layer
+    sampling: dict = field(default_factory=dict)   # SamplingOptions overrides for the grid
+    skip: tuple[str, ...] = ()             # sections of SECTIONS not to run
+    examples_out: str = "examples/generated"
+    text_adherence: str | None = None      # also caption generated audio with this understanding model
+    adherence_seeds: int = 2               # text adherence: seeds per prompt
+
+    def __post_init__(self):
+        for name in self.skip:
+            if name not in SECTIONS:
+                raise choice_error("section to skip", name, SECTIONS)
+        known = {f.name for f in fields(SamplingOptions)}
+        for name in self.sampling:
+            if name not in known:
+                raise choice_error("SamplingOptions field", name, sorted(known))
+        SamplingOptions(**self.sampling)   # checks the values
+        if self.levels < 1 or self.duration <= 0 or self.adherence_seeds < 1:
+            raise ConfigError("levels and adherence_seeds must be >= 1 and duration > 0")
+
+
+def pool_grids(runs: list[str | Path], out: str | Path) -> dict:
+    """Pool the grid_rows.json of earlier grid runs (other draws) into `out`: rows, control.json and the scatter
+    plots. Returns the pooled control metrics."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r for d in runs for r in json.loads((Path(d) / "grid_rows.json").read_text())]
+    (out_dir / "grid_rows.json").write_text(json.dumps(rows))
+    control = control_metrics(rows)
+    (out_dir / "control.json").write_text(json.dumps(control, indent=1))
+    plot_control(rows, out_dir)
+    return control
+
+
+def evaluate_generator(cfg: GeneratorEvalConfig) -> dict:
+    """Every section not skipped, printed as it finishes and merged into <out>/results.json; returns the results."""
     import torch
 
     torch.set_num_threads(1)
-    out_dir = Path(a.out)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if a.pool:
-        rows = [r for d in a.pool for r in json.loads((Path(d) / "grid_rows.json").read_text())]
-        (out_dir / "grid_rows.json").write_text(json.dumps(rows))
-        (out_dir / "control.json").write_text(json.dumps(control_metrics(rows), indent=1))
-        plot_control(rows, out_dir)
-        print(json.dumps(control_metrics(rows)["spearman_audio_estimator"]))
-        return 0
-    gen = EmbeddedGenerator.load(a.checkpoint)
+    gen = EmbeddedGenerator.load(cfg.checkpoint)
     res_path = out_dir / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
-    if "grid" not in a.skip:
-        opts = SamplingOptions(**{k: v for k, v in (("mode_prior", a.mode_prior), ("mode_control", a.mode_control),
-                                                    ("tempo_prior_bins", a.tempo_prior_bins),
-                                                    ("vad_control", a.vad_control), ("plan_width", a.plan_width),
-                                                    ("plan_pull", a.plan_pull), ("mode_draw", a.mode_draw),
-                                                    ("residual_slope", a.residual_slope),
-                                                    ("plan_heard", None if a.plan_heard is None else bool(a.plan_heard)),
-                                                    ("plan_clarity",
-                                                     None if a.plan_clarity is None else bool(a.plan_clarity)),
-                                                    ("plan_axis_weights", None if a.plan_axis_weights is None
-                                                     else tuple(a.plan_axis_weights)))
-                                  if v is not None})
-        rows = emotion_grid(gen, a.levels, a.duration, opts=opts, seed_offset=a.seed_offset,
-                            performance=None if a.no_performance else PerformanceOptions())
+    if "grid" not in cfg.skip:
+        opts = SamplingOptions(**cfg.sampling)
+        rows = emotion_grid(gen, cfg.levels, cfg.duration, opts=opts, seed_offset=cfg.seed_offset,
+                            performance=PerformanceOptions() if cfg.performance else None)
         (out_dir / "grid_rows.json").write_text(json.dumps(rows))
         results["control"] = control_metrics(rows)
         plot_control(rows, out_dir)
         print(json.dumps(results["control"], indent=1))
-    if "diversity" not in a.skip:
-        d = Path(a.data)
+    if "diversity" not in cfg.skip:
+        d = Path(cfg.data)
         tr = [json.loads(x) for x in open(d / "train.jsonl")]
         he = [json.loads(x) for x in open(d / "heldout.jsonl")]
         results["diversity"] = diversity_and_copying(gen, tr, he)
         print(json.dumps(results["diversity"]["summary"]))
-    if "speed" not in a.skip:
+    if "speed" not in cfg.skip:
         results["speed"] = speed(gen)
         print(json.dumps(results["speed"]))
-    if "examples" not in a.skip:
-        write_examples(gen, Path(a.examples_out))
-    if a.text_adherence:
-        ta = text_adherence(gen, a.text_adherence, seeds=a.adherence_seeds)
+    if "examples" not in cfg.skip:
+        write_examples(gen, Path(cfg.examples_out))
+    if cfg.text_adherence:
+        ta = text_adherence(gen, cfg.text_adherence, seeds=cfg.adherence_seeds)
         (out_dir / "adherence_items.json").write_text(json.dumps(ta.pop("items"), indent=1))
         results["text_adherence"] = ta
         plot_adherence(ta, out_dir)
         print(json.dumps(ta))
-    results["checkpoint"] = str(a.checkpoint or "bundled")
+    results["checkpoint"] = str(cfg.checkpoint or "bundled")
     res_path.write_text(json.dumps(results, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return results

@@ -9,6 +9,8 @@ register, density, instrument) vary independently across the data. Every variant
   vad      the derived label: 0.8 x vad_from_cues(facts) + 0.2 x vad_from_text(caption)
            (mu_llama.emotion.targets and .text; derived, not annotated).
 Works are split by a hash of their file path and index (5% held out), so no work is in both splits.
+
+    mu-llama generator-data data/generator/all [--limit N]
 """
 
 from __future__ import annotations
@@ -285,9 +287,3 @@ def load_rows(path: str | Path) -> list[dict]:
 
 def piece_of_row(row: dict, tok: Tokenizer | None = None) -> Piece:
     return (tok or Tokenizer()).decode(row["tokens"])
-
-
-if __name__ == "__main__":   # python -m mu_llama.generate.data OUT [LIMIT]
-    import sys
-
-    print(build(sys.argv[1], limit_per_source=int(sys.argv[2]) if len(sys.argv) > 2 else None))

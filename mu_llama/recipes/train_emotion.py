@@ -5,15 +5,14 @@ cached in <cache>.npz (re-running skips clips already done). Rows come from trai
 (held-out works: reported metrics). Ridge alphas are picked on a work-grouped split of the training clips.
 --estimator cues (default) fits the v3 CueVAD (boosted trees per cue + the rules), --estimator ridge the v2 RidgeVAD.
 
-    python -m mu_llama.recipes.train_emotion --data data/generator/all --n-train 2000 --n-heldout 142 \
-        --out mu_llama/assets/emotion
+    mu-llama train-emotion --data data/generator/all --n-train 2000 --n-heldout 142 --out mu_llama/assets/emotion
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,9 @@ import numpy as np
 from mu_llama.emotion.audio import AXIS_FEATURES, CUES, CueVAD, RidgeVAD
 from mu_llama.emotion.features import FEATURE_NAMES, N_FEATURES_V2, SR, audio_features
 from mu_llama.emotion.trees import TreeEnsemble
+from mu_llama.errors import ConfigError, choice_error
+
+ESTIMATORS = ("cues", "ridge")
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -212,73 +214,74 @@ def fit_and_report(Xtr, Ytr, gtr, Xte, Yte, feature_names=FEATURE_NAMES,
     return model, metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="folder with train.jsonl / heldout.jsonl (mu_llama.generate.data)")
-    ap.add_argument("--n-train", type=int, default=900)
-    ap.add_argument("--n-heldout", type=int, default=150)
-    ap.add_argument("--clip-s", type=float, default=12.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="mu_llama/assets/emotion")
-    ap.add_argument("--excerpt-targets", dest="clip_targets", action="store_false",
-                    help="label clips with the whole excerpt's VAD (the v1 behaviour) instead of the clip's own")
-    ap.add_argument("--all-features-for-valence", dest="axis_features", action="store_false",
-                    help="fit valence on every feature (v1) instead of audio.AXIS_FEATURES")
-    ap.add_argument("--n-features", type=int, default=None,
-                    help=f"use the first N features (default: all {len(FEATURE_NAMES)} for cues, {N_FEATURES_V2} "
-                         "(the v2 set) for ridge; 18 = the v1 set)")
-    ap.add_argument("--perform-augment", action="store_true",
-                    help="add a copy of every training clip played by the performance layer at a random arousal "
-                         "(held-out metrics are then also reported on performed held-out clips)")
-    ap.add_argument("--estimator", choices=("cues", "ridge"), default="cues",
-                    help="cues: v3, boosted trees per cue + the rules (default); ridge: v2, features -> VAD directly")
-    a = ap.parse_args(argv)
-    d = Path(a.data)
-    rng = np.random.default_rng(a.seed)
+@dataclass(frozen=True)
+class EmotionTrainConfig:
+    data: str                          # folder with train.jsonl / heldout.jsonl (mu_llama.recipes.generator_data)
+    n_train: int = 900
+    n_heldout: int = 150
+    clip_s: float = 12.0
+    seed: int = 0
+    out: str = "mu_llama/assets/emotion"
+    clip_targets: bool = True          # False: label clips with the whole excerpt's VAD (the v1 behaviour)
+    axis_features: bool = True         # False: fit valence on every feature (v1) instead of audio.AXIS_FEATURES
+    n_features: int | None = None      # the first N features; None: all for cues, N_FEATURES_V2 (the v2 set) for ridge
+    perform_augment: bool = False      # add every training clip played by the performance layer at a random arousal
+    estimator: str = "cues"            # cues: v3, boosted trees per cue + the rules; ridge: v2, features -> VAD
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise choice_error("estimator", self.estimator, ESTIMATORS)
+        if self.n_train < 1 or self.n_heldout < 1 or self.clip_s <= 0:
+            raise ConfigError("n_train and n_heldout must be >= 1 and clip_s > 0")
+        if self.n_features is not None and not 1 <= self.n_features <= len(FEATURE_NAMES):
+            raise ConfigError(f"n_features must be in 1..{len(FEATURE_NAMES)}, got {self.n_features}")
+
+
+def train_emotion(cfg: EmotionTrainConfig) -> dict:
+    """Render, featurise, fit, save the estimator to `cfg.out`; returns its held-out metrics."""
+    d = Path(cfg.data)
+    rng = np.random.default_rng(cfg.seed)
 
     def pick(name, n):
         rows = [json.loads(x) for x in open(d / name)]
         idx = rng.permutation(len(rows))[:n]
         return [rows[i] for i in sorted(idx)]
 
-    tr, te = pick("train.jsonl", a.n_train), pick("heldout.jsonl", a.n_heldout)
-    Xtr, Ytr, gtr = featurise_rows(tr, d / "audio_clips_train.npz", a.clip_s, clip_targets=a.clip_targets)
-    Xte, Yte, _ = featurise_rows(te, d / "audio_clips_heldout.npz", a.clip_s, clip_targets=a.clip_targets)
-    if a.perform_augment:
-        tr_perf, te_perf = performed_copies(tr, a.seed), performed_copies(te, a.seed + 1)
-        Xp, Yp, gp = featurise_rows(tr_perf, d / "audio_clips_train_perf.npz", a.clip_s)
+    tr, te = pick("train.jsonl", cfg.n_train), pick("heldout.jsonl", cfg.n_heldout)
+    Xtr, Ytr, gtr = featurise_rows(tr, d / "audio_clips_train.npz", cfg.clip_s, clip_targets=cfg.clip_targets)
+    Xte, Yte, _ = featurise_rows(te, d / "audio_clips_heldout.npz", cfg.clip_s, clip_targets=cfg.clip_targets)
+    if cfg.perform_augment:
+        tr_perf, te_perf = performed_copies(tr, cfg.seed), performed_copies(te, cfg.seed + 1)
+        Xp, Yp, gp = featurise_rows(tr_perf, d / "audio_clips_train_perf.npz", cfg.clip_s)
         Xtr, Ytr, gtr, tr = np.concatenate([Xtr, Xp]), np.concatenate([Ytr, Yp]), list(gtr) + list(gp), tr + tr_perf
-        Xtp, Ytp, _ = featurise_rows(te_perf, d / "audio_clips_heldout_perf.npz", a.clip_s)
-    nf = a.n_features or (len(FEATURE_NAMES) if a.estimator == "cues" else N_FEATURES_V2)
-    axis = AXIS_FEATURES if a.axis_features else None
-    if a.estimator == "cues":
-        model = fit_cues(Xtr[:, :nf], tr, gtr, a.clip_s, FEATURE_NAMES[:nf])
+        Xtp, Ytp, _ = featurise_rows(te_perf, d / "audio_clips_heldout_perf.npz", cfg.clip_s)
+    nf = cfg.n_features or (len(FEATURE_NAMES) if cfg.estimator == "cues" else N_FEATURES_V2)
+    axis = AXIS_FEATURES if cfg.axis_features else None
+    if cfg.estimator == "cues":
+        model = fit_cues(Xtr[:, :nf], tr, gtr, cfg.clip_s, FEATURE_NAMES[:nf])
         metrics = {"n_train": len(Xtr), **heldout_metrics(model, Xte[:, :nf], Yte),
-                   "cues_spearman": cue_spearman(model, Xte[:, :nf], te, a.clip_s)}
+                   "cues_spearman": cue_spearman(model, Xte[:, :nf], te, cfg.clip_s)}
     else:
         model, metrics = fit_and_report(Xtr[:, :nf], Ytr, gtr, Xte[:, :nf], Yte, FEATURE_NAMES[:nf], axis)
-    if a.perform_augment:
+    if cfg.perform_augment:
         metrics["performed_heldout"] = heldout_metrics(model, Xtp[:, :nf], Ytp)
-        if a.estimator == "cues":
-            metrics["performed_heldout"]["cues_spearman"] = cue_spearman(model, Xtp[:, :nf], te_perf, a.clip_s)
+        if cfg.estimator == "cues":
+            metrics["performed_heldout"]["cues_spearman"] = cue_spearman(model, Xtp[:, :nf], te_perf, cfg.clip_s)
     P = model.predict(Xte[:, :nf])
     score_major = np.array([r["facts"]["major_share"] for r in te])
     metrics["valence_vs_score_major_share_spearman"] = round(_spearman(P[:, 0], score_major), 3)
-    metrics["valence_vs_clip_score_major_share_spearman"] = round(_spearman(P[:, 0], clip_major_share(te, a.clip_s)), 3)
-    metrics["arousal_vs_score_tempo_spearman"] = round(_spearman(P[:, 1], np.array([r["facts"]["tempo_bpm"] for r in te])), 3)
-    model.info = {**model.info, "estimator": a.estimator, "metrics_heldout_works": metrics,
-                  "features": list(FEATURE_NAMES[:nf]), "clip_s": a.clip_s,
+    clip_major = clip_major_share(te, cfg.clip_s)
+    metrics["valence_vs_clip_score_major_share_spearman"] = round(_spearman(P[:, 0], clip_major), 3)
+    score_tempo = np.array([r["facts"]["tempo_bpm"] for r in te])
+    metrics["arousal_vs_score_tempo_spearman"] = round(_spearman(P[:, 1], score_tempo), 3)
+    model.info = {**model.info, "estimator": cfg.estimator, "metrics_heldout_works": metrics,
+                  "features": list(FEATURE_NAMES[:nf]), "clip_s": cfg.clip_s,
                   "targets": ("0.8 vad_from_cues(facts of the rendered clip's notes) + 0.2 vad_from_text(caption): "
-                              "derived, not annotated" if a.clip_targets else
+                              "derived, not annotated" if cfg.clip_targets else
                               "0.8 vad_from_cues(facts of the whole excerpt) + 0.2 vad_from_text(caption)"),
-                  "data": str(d), "sample_rate": SR, "perform_augment": a.perform_augment,
-                  "axis_features": axis if a.estimator == "ridge" else None,
+                  "data": str(d), "sample_rate": SR, "perform_augment": cfg.perform_augment,
+                  "axis_features": axis if cfg.estimator == "ridge" else None,
                   "trees": "sklearn HistGradientBoostingRegressor, 300 rounds, learning rate 0.05, 15 leaves"
-                  if a.estimator == "cues" else None}
-    model.save(a.out)
-    print(json.dumps(metrics, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                  if cfg.estimator == "cues" else None}
+    model.save(cfg.out)
+    return metrics

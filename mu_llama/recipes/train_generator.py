@@ -5,12 +5,11 @@ uninterrupted run would. Crops keep BOS + the header and continue from a random 
 training window starts the way generation does. Conditioning dropout (classifier-free guidance): per example the text
 is dropped with p_drop_text, the VAD with p_drop_vad, both with p_drop_both.
 
-    python -m mu_llama.generate.train --data data/generator/v1 --out runs/generator/v1 --steps 1500
+    mu-llama train-generator --data data/generator/v1 --out runs/generator/v1 --steps 1500
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -29,7 +28,7 @@ N_HEADER = 1 + len(HEADER_KINDS)   # BOS + header tokens
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class GeneratorTrainConfig:
     data: str
     out: str
     steps: int = 1500
@@ -87,7 +86,7 @@ class TokenData:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def batch(self, rng: np.random.Generator, cfg: TrainConfig, idx: np.ndarray | None = None):
+    def batch(self, rng: np.random.Generator, cfg: GeneratorTrainConfig, idx: np.ndarray | None = None):
         """(x (B, L), y (B, L), w (B, L) loss weights, text (B, 384), vad (B, 3), text_on (B,), vad_on (B,))."""
         B, L = cfg.batch_size, cfg.seq_len
         idx = rng.integers(0, len(self), B) if idx is None else idx
@@ -121,14 +120,14 @@ def loss_on(model: MusicTokenLM, batch) -> torch.Tensor:
     return (ce * w).sum() / w.sum()
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: GeneratorTrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, p)))
 
 
-def _save_state(out: Path, model, opt, step: int, cfg: TrainConfig, log: list[dict]):
+def _save_state(out: Path, model, opt, step: int, cfg: GeneratorTrainConfig, log: list[dict]):
     from safetensors.torch import save_file
 
     ck = out / "last"
@@ -159,18 +158,18 @@ def _load_state(out: Path, model, opt) -> tuple[int, list[dict]]:
 
 
 @torch.no_grad()
-def evaluate(model: MusicTokenLM, data: TokenData, cfg: TrainConfig, n: int = 64) -> float:
+def evaluate(model: MusicTokenLM, data: TokenData, cfg: GeneratorTrainConfig, n: int = 64) -> float:
     model.eval()
     rng = np.random.default_rng(12345)
     idx = np.arange(min(n, len(data)))
-    b = data.batch(rng, TrainConfig(**{**asdict(cfg), "p_drop_text": 0, "p_drop_vad": 0, "p_drop_both": 0,
+    b = data.batch(rng, GeneratorTrainConfig(**{**asdict(cfg), "p_drop_text": 0, "p_drop_vad": 0, "p_drop_both": 0,
                                        "batch_size": len(idx)}), idx)
     loss = loss_on(model, b).item()
     model.train()
     return loss
 
 
-def train(cfg: TrainConfig, *, embedder=None, progress: bool = True) -> MusicTokenLM:
+def train_generator(cfg: GeneratorTrainConfig, *, embedder=None, progress: bool = True) -> MusicTokenLM:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,23 +216,3 @@ def train(cfg: TrainConfig, *, embedder=None, progress: bool = True) -> MusicTok
     save_generator(model, out / "final")
     model.eval()
     return model
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    for f in ("steps", "batch_size", "seq_len", "threads", "seed", "ckpt_every", "eval_every"):
-        ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=TrainConfig.__dataclass_fields__[f].default)
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
-    ap.add_argument("--model", default="{}", help='GeneratorConfig overrides as JSON, e.g. \'{"d_model": 256}\'')
-    a = ap.parse_args(argv)
-    cfg = TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, seq_len=a.seq_len,
-                      threads=a.threads, seed=a.seed, ckpt_every=a.ckpt_every, eval_every=a.eval_every, lr=a.lr,
-                      model=json.loads(a.model))
-    train(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

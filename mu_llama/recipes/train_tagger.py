@@ -9,20 +9,21 @@ K/N` lets N processes featurise disjoint slices, each into its own file). Labels
 The tagger is fitted on corpus train + generator excerpts and scored on corpus validation (and, with --test, test) and
 on the generator's held-out works; the scores go into the checkpoint's info.
 
-    python -m mu_llama.recipes.train_tagger --featurize-only --shard 0/2 &   # optional: two featurising processes
-    python -m mu_llama.recipes.train_tagger --featurize-only --shard 1/2
-    python -m mu_llama.recipes.train_tagger --out mu_llama/assets/tagger [--test]
+    mu-llama train-tagger --featurize-only --shard 0/2 &   # optional: two featurising processes
+    mu-llama train-tagger --featurize-only --shard 1/2
+    mu-llama train-tagger --out mu_llama/assets/tagger [--test]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mu_llama.errors import ConfigError
 from mu_llama.tagger import SR, TAG_FACTS, TAGGER_FEATURES, FactTagger, tagger_features
 
 
@@ -144,67 +145,71 @@ def _accuracy(tagger: FactTagger, X: np.ndarray, labels: list[dict[str, str]]) -
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    ap.add_argument("--generator-data", type=Path, default=Path("data/generator/all"))
-    ap.add_argument("--cache", type=Path, default=Path("data/tagger"))
-    ap.add_argument("--out", type=Path, default=None, help="save the fitted tagger here")
-    ap.add_argument("--shard", default="0/1", help="K/N: featurise every N-th clip from K (parallel processes)")
-    ap.add_argument("--featurize-only", action="store_true")
-    ap.add_argument("--test", action="store_true", help="also score the corpus test split")
-    ap.add_argument("--corpus-only", action="store_true", help="fit on the corpus train clips only (ablation)")
-    ap.add_argument("--max-iter", type=int, default=200)
-    ap.add_argument("--learning-rate", type=float, default=0.1)
-    ap.add_argument("--l2", type=float, default=1.0, help="leaf-value L2 regularisation (see FactTagger.fit)")
-    args = ap.parse_args(argv)
-    shard = tuple(int(v) for v in args.shard.split("/"))
-    args.cache.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class TaggerTrainConfig:
+    corpus: Path = Path("data/corpus")
+    generator_data: Path = Path("data/generator/all")
+    cache: Path = Path("data/tagger")
+    out: Path | None = None            # save the fitted tagger here
+    shard: tuple[int, int] = (0, 1)    # (K, N): featurise every N-th clip from K (parallel processes)
+    featurize_only: bool = False
+    test: bool = False                 # also score the corpus test split
+    corpus_only: bool = False          # fit on the corpus train clips only (ablation)
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    l2: float = 1.0                    # leaf-value L2 regularisation (see FactTagger.fit)
 
-    splits = ("train", "validation", "test") if args.test or args.featurize_only else ("train", "validation")
+    def __post_init__(self):
+        k, n = self.shard
+        if not 0 <= k < n:
+            raise ConfigError(f"shard K/N needs 0 <= K < N, got {k}/{n}")
+        if self.max_iter < 1 or self.learning_rate <= 0 or self.l2 < 0:
+            raise ConfigError("max_iter must be >= 1, learning_rate > 0 and l2 >= 0")
+
+
+def train_tagger(cfg: TaggerTrainConfig) -> dict | None:
+    """Featurise what is missing, fit, score and (with `out`) save the tagger; returns the scores (None with
+    featurize_only)."""
+    cfg.cache.mkdir(parents=True, exist_ok=True)
+
+    splits = ("train", "validation", "test") if cfg.test or cfg.featurize_only else ("train", "validation")
     gen_names = ("train", "train_perf", "heldout")
     for split in splits:
-        featurize_corpus(args.corpus, split, args.cache, shard)
+        featurize_corpus(cfg.corpus, split, cfg.cache, cfg.shard)
     for name in gen_names:
-        featurize_generator(args.generator_data, name, args.cache, shard)
-    if args.featurize_only:
-        return 0
+        featurize_generator(cfg.generator_data, name, cfg.cache, cfg.shard)
+    if cfg.featurize_only:
+        return None
 
     def corpus_xy(split):
-        feats = _merged(args.cache / f"corpus_{split}.npz")
-        rows = [r for r in corpus_rows(args.corpus, split) if r["id"] in feats]
+        feats = _merged(cfg.cache / f"corpus_{split}.npz")
+        rows = [r for r in corpus_rows(cfg.corpus, split) if r["id"] in feats]
         return np.stack([feats[r["id"]] for r in rows]), [corpus_labels(r) for r in rows]
 
-    unseen = {_norm_work(r["facts"]["work_id"]) for s in ("validation", "test") for r in corpus_rows(args.corpus, s)}
+    unseen = {_norm_work(r["facts"]["work_id"]) for s in ("validation", "test") for r in corpus_rows(cfg.corpus, s)}
 
     def generator_xy(name, exclude=frozenset()):
-        feats = _merged(args.cache / f"generator_{name}.npz")
-        keys, labels, _ = generator_clips(args.generator_data, name)
+        feats = _merged(cfg.cache / f"generator_{name}.npz")
+        keys, labels, _ = generator_clips(cfg.generator_data, name)
         keep = [k for k in keys if k in feats and labels[k]["work"] not in exclude]
         return np.stack([feats[k] for k in keep]), [labels[k] for k in keep]
 
     parts = [corpus_xy("train")]
-    if not args.corpus_only:
+    if not cfg.corpus_only:
         parts += [generator_xy("train", unseen), generator_xy("train_perf", unseen)]
     X = np.concatenate([p[0] for p in parts])
     labels = [lab for p in parts for lab in p[1]]
-    tagger = FactTagger.fit(X, {f: [lab[f] for lab in labels] for f in TAG_FACTS}, max_iter=args.max_iter,
-                            learning_rate=args.learning_rate, l2_regularization=args.l2)
+    tagger = FactTagger.fit(X, {f: [lab[f] for lab in labels] for f in TAG_FACTS}, max_iter=cfg.max_iter,
+                            learning_rate=cfg.learning_rate, l2_regularization=cfg.l2)
     scores = {"corpus_validation": _accuracy(tagger, *corpus_xy("validation")),
               "generator_heldout": _accuracy(tagger, *generator_xy("heldout"))}
-    if args.test:
+    if cfg.test:
         scores["corpus_test"] = _accuracy(tagger, *corpus_xy("test"))
     tagger.info = {"train_clips": dict(zip(("corpus_train", "generator_excerpts", "generator_performed"),
                                            (len(p[1]) for p in parts))),
-                   "max_iter": args.max_iter, "learning_rate": args.learning_rate, "l2_regularization": args.l2,
+                   "max_iter": cfg.max_iter, "learning_rate": cfg.learning_rate, "l2_regularization": cfg.l2,
                    "scores": scores,
                    "features": len(TAGGER_FEATURES)}
-    print(json.dumps(scores, indent=1))
-    if args.out:
-        tagger.save(args.out)
-        print(f"saved {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    if cfg.out:
+        tagger.save(cfg.out)
+    return scores
