@@ -112,7 +112,7 @@ def test_seeded_generation_is_reproducible_and_seeds_differ(gen):
 
 
 def test_key_constraint_keeps_notes_in_the_header_key(gen, tok):
-    from mu_llama.generate.sampling import SCALES
+    from mu_llama.generate.processors import SCALES
 
     for seed in range(3):
         out = gen.generate(Conditioning("x"), 4.0, SamplingOptions(seed=seed))

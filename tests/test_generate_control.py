@@ -15,7 +15,8 @@ from mu_llama.generate import (
     Conditioning,
 )
 from mu_llama.generate.performance import PerformanceOptions, perform
-from mu_llama.generate.sampling import DEGREE_WEIGHTS, SCALES, Grammar, SamplingOptions
+from mu_llama.generate.processors import DEGREE_WEIGHTS, SCALES, Grammar, KeyScale
+from mu_llama.generate.sampling import SamplingOptions
 from mu_llama.generate.symbolic import Note, Piece
 
 
@@ -33,7 +34,7 @@ HEADER = ["TS_4/4", "TEMPO_8", "PROG_0", "DYN_2", "REG_middle", "DENS_moderate"]
 @pytest.mark.parametrize("mode", ["major", "minor"])
 def test_pitch_bias_masks_out_of_scale_and_weights_degrees(tok, mode):
     g = _grammar_at(tok, HEADER + [f"MODE_{mode}", "KEY_2", "BAR", "POS_0", "VEL_8", "PITCH_60", "DUR_4", "POS_2"])
-    bias = g.pitch_bias(1.5, 2.0)                                  # weak beat (pos 2): plain degree weights
+    bias = KeyScale(1.5, 2.0).bias(g)                              # weak beat (pos 2): plain degree weights
     for p in range(48, 72):
         b = float(bias[tok.index[f"PITCH_{p}"]])
         deg = (p - 2) % 12
@@ -47,11 +48,11 @@ def test_pitch_bias_masks_out_of_scale_and_weights_degrees(tok, mode):
 
 def test_first_onset_and_final_downbeat_allow_only_the_tonic_triad(tok):
     g = _grammar_at(tok, HEADER + ["MODE_minor", "KEY_9", "BAR", "POS_0"])
-    bias = g.pitch_bias(1.5, 2.0)
+    bias = KeyScale(1.5, 2.0).bias(g)
     ok = {p for p in range(21, 109) if torch.isfinite(bias[tok.index[f"PITCH_{p}"]])}
     assert ok and {p % 12 for p in ok} == {9, 0, 4}                  # A C E
     g2 = _grammar_at(tok, HEADER + ["MODE_minor", "KEY_9", "BAR", "POS_0"])
-    assert {p for p in range(21, 109) if torch.isfinite(g2.pitch_bias(1.5, 0.0)[tok.index[f"PITCH_{p}"]])} != ok
+    assert {p for p in range(21, 109) if torch.isfinite(KeyScale(1.5, 0.0).bias(g2)[tok.index[f"PITCH_{p}"]])} != ok
 
 
 def test_mode_prior_makes_the_header_mode_follow_valence(gen, tok):
