@@ -16,7 +16,6 @@ the generator's single-instrument training excerpts (their header program family
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mu_llama import signal
 from mu_llama.emotion.features import (
     FEATURE_NAMES,
     N_FFT,
@@ -44,35 +44,20 @@ TIMBRE_NAMES = (tuple(f"mfcc_mean_{i}" for i in range(N_MFCC)) + tuple(f"mfcc_st
 TAGGER_FEATURES = FEATURE_NAMES + TIMBRE_NAMES
 
 
-@functools.lru_cache(maxsize=1)
-def _mel_dct() -> tuple[np.ndarray, np.ndarray]:
-    """(N_MELS, N_FFT/2+1) triangular mel filterbank over 30 Hz..11 kHz, (N_MFCC, N_MELS) orthonormal DCT-II."""
-    hz2mel = lambda f: 2595 * np.log10(1 + f / 700)
-    mel2hz = lambda m: 700 * (10 ** (m / 2595) - 1)
-    pts = mel2hz(np.linspace(hz2mel(30.0), hz2mel(11000.0), N_MELS + 2))
-    f = np.fft.rfftfreq(N_FFT, 1 / SR)
-    fb = np.stack([np.clip(np.minimum((f - lo) / (c - lo), (hi - f) / (hi - c)), 0, None)
-                   for lo, c, hi in zip(pts, pts[1:], pts[2:])]).astype(np.float32)
-    n, k = np.arange(N_MELS), np.arange(N_MFCC)[:, None]
-    dct = np.sqrt(2 / N_MELS) * np.cos(np.pi * k * (2 * n + 1) / (2 * N_MELS))
-    dct[0] /= np.sqrt(2)
-    return fb, dct.astype(np.float32)
-
-
 def timbre_features(wave: np.ndarray, mag: np.ndarray | None = None) -> np.ndarray:
     """mono float at SR (n,) -> (92,): MFCC mean / std / mean |frame-to-frame change| over the frames within 30 dB of
     the loudest (silence would pull every statistic toward the noise floor), and the mean log-mel shape (every other
     band, the frame's mean removed so loudness does not enter). MFCCs separate families by spectral envelope; the
     change statistics separate sustained (organ, strings) from decaying (piano, guitar, mallets) sounds.
     mag: stft_mag of the wave when the caller already has it."""
-    fb, dct = _mel_dct()
+    fb = signal.mel_filterbank(SR, N_FFT, N_MELS, 30.0, 11000.0)                  # HTK scale, peak 1
     S = stft_mag(np.asarray(wave, np.float32)) if mag is None else mag
     M = np.log(fb @ (S ** 2) + 1e-8)                                              # (N_MELS, T)
     e = M.max(0)
     active = e > e.max() - 3.0 * np.log(10)                                       # 30 dB in natural-log power
     if active.sum() > 4:
         M = M[:, active]
-    C = dct @ M                                                                   # (N_MFCC, T)
+    C = signal.mfcc(M, N_MFCC)                                                    # (N_MFCC, T)
     dabs = np.abs(np.diff(C, axis=1)).mean(1) if C.shape[1] > 1 else np.zeros(N_MFCC, np.float32)
     shape = (M - M.mean(0)).mean(1)[::2]
     return np.concatenate([C.mean(1), C.std(1), dabs, shape]).astype(np.float32)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mu_llama import signal
+
 SR = 22050
 N_FFT = 2048
 HOP = 512
@@ -47,12 +49,8 @@ _KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69
 
 
 def stft_mag(x: np.ndarray) -> np.ndarray:
-    """(F, T) magnitude, Hann window, frames centred by zero padding."""
-    x = np.pad(x, (N_FFT // 2, N_FFT // 2))
-    n = 1 + max(0, (len(x) - N_FFT) // HOP)
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
-    frames = x[idx] * np.hanning(N_FFT)[None, :].astype(np.float32)
-    return np.abs(np.fft.rfft(frames, axis=1)).T.astype(np.float32)
+    """(F, T) float32 magnitude, symmetric Hann window, frames centred by zero padding (N_FFT / HOP)."""
+    return signal.spectrogram(x, N_FFT, HOP).astype(np.float32, copy=False)
 
 
 N_FFT_LONG, HOP_LONG = 8192, 2048
@@ -62,18 +60,13 @@ _MIDI_LO, _MIDI_HI = 28, 108
 def _peak_chroma(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(12, T) chroma from semitone-grid spectral peaks (sqrt power, peaks above 10% of the frame maximum), and
     (12,) bass chroma: per frame, the lowest peak above 25% of the frame maximum."""
-    xp = np.pad(x, (N_FFT_LONG // 2, N_FFT_LONG // 2))
-    n = 1 + max(0, (len(xp) - N_FFT_LONG) // HOP_LONG)
+    n = signal.frame_count(len(x), N_FFT_LONG, HOP_LONG)
     chroma = np.zeros((12, n), np.float32)
     bass = np.zeros(12)
-    f = np.fft.rfftfreq(N_FFT_LONG, 1.0 / SR)
-    midi = np.full(len(f), -1)
-    ok = f > 20
-    midi[ok] = np.round(69 + 12 * np.log2(f[ok] / 440.0)).astype(int)
-    win = np.hanning(N_FFT_LONG).astype(np.float32)
+    midi = np.where(signal.fft_frequencies(SR, N_FFT_LONG) > 20, signal.fft_midi(SR, N_FFT_LONG), -1).astype(int)
     for t0 in range(0, n, 64):                                          # blocks of frames bound memory
-        idx = np.arange(N_FFT_LONG)[None, :] + HOP_LONG * np.arange(t0, min(n, t0 + 64))[:, None]
-        P = np.abs(np.fft.rfft(xp[idx] * win[None, :], axis=1)).T ** 2  # (F, t)
+        P = signal.spectrogram(x, N_FFT_LONG, HOP_LONG, power=2, start=t0 * HOP_LONG - N_FFT_LONG // 2,
+                               count=min(64, n - t0))                   # (F, t)
         semi = np.stack([P[midi == m].sum(0) for m in range(_MIDI_LO, _MIDI_HI + 1)])   # (81, t)
         X = np.sqrt(semi)
         keep = (X >= np.roll(X, 1, 0)) & (X >= np.roll(X, -1, 0)) & (X > 0.1 * X.max(0, keepdims=True))
@@ -107,7 +100,7 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray |
     if len(x) < SR // 2:                                               # at least 0.5 s (a few frames to compare)
         x = np.pad(x, (0, SR // 2 - len(x)))
     S = stft_mag(x) if mag is None else mag                           # (F, T)
-    freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
+    freqs = signal.fft_frequencies(SR, N_FFT)
     secs = len(x) / SR
     power = (S ** 2).sum(0) / N_FFT                                   # (T,)
     rms_db = 10 * np.log10(power + 1e-10)
@@ -115,15 +108,14 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray |
     act = rms_db[active] if active.any() else rms_db
 
     logS = np.log1p(100 * S)
-    flux = np.maximum(0, np.diff(logS, axis=1)).sum(0)                # (T-1,)
+    flux = signal.onset_envelope(logS)                                # (T-1,)
     flux = flux / (flux.std() + 1e-8) if flux.size else flux
-    thr = np.convolve(flux, np.ones(9) / 9, mode="same") + 0.5 if flux.size else flux
-    peaks = (flux > thr) & (flux > np.roll(flux, 1)) & (flux >= np.roll(flux, -1)) if flux.size else flux
+    peaks = signal.onset_peaks(flux, 0.5) if flux.size else flux
     onset_rate = float(peaks.sum() / secs)
 
     # tempo: autocorrelation of the onset envelope over 40..220 BPM
     env = flux - flux.mean() if flux.size else np.zeros(4)
-    ac = np.correlate(env, env, mode="full")[len(env) - 1:] if len(env) > 4 else np.zeros(4)
+    ac = signal.autocorrelation(env) if len(env) > 4 else np.zeros(4)
     fps = SR / HOP
     lags = np.arange(len(ac))
     ok = (lags >= fps * 60 / 220) & (lags <= fps * 60 / 40)
@@ -136,7 +128,7 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray |
     tempo_centroid = 0.0
     if len(ac) > 4 and ac[0] > 0:
         lag_ok = lags >= 1
-        bpm = np.where(lag_ok, 60 * fps / np.maximum(lags, 1), 0.0)
+        bpm = np.where(lag_ok, signal.lag_bpm(len(ac), fps), 0.0)
         pos = np.maximum(ac, 0) * (bpm >= TEMPO_BANDS[0]) * (bpm < TEMPO_BANDS[-1]) * lag_ok
         if pos.sum() > 0:
             tempo_centroid = float((pos * np.log2(np.maximum(bpm, 1) / 100.0)).sum() / pos.sum())
@@ -186,10 +178,7 @@ def audio_features(wave: np.ndarray, sample_rate: int = SR, *, mag: np.ndarray |
 
 
 # 40 triangular bands, log-spaced 60 Hz..8 kHz, on the (N_FFT // 2 + 1) STFT bins: a band-wise onset envelope
-_EDGES = np.geomspace(60.0, 8000.0, 42)
-_FREQS = np.fft.rfftfreq(N_FFT, 1.0 / SR)
-_BANDS = np.clip(np.minimum((_FREQS[None] - _EDGES[:-2, None]) / (_EDGES[1:-1, None] - _EDGES[:-2, None]),
-                            (_EDGES[2:, None] - _FREQS[None]) / (_EDGES[2:, None] - _EDGES[1:-1, None])), 0, None)
+_BANDS = signal.triangular_filterbank(np.geomspace(60.0, 8000.0, 42), signal.fft_frequencies(SR, N_FFT))  # (40, F)
 _TG_EDGES = np.geomspace(30.0, 480.0, 25)                           # BPM edges of tg_0..tg_23
 _IOI_EDGES = np.geomspace(0.06, 2.0, 13)                            # seconds, edges of ioi_0..ioi_11
 
@@ -197,21 +186,15 @@ _IOI_EDGES = np.geomspace(0.06, 2.0, 13)                            # seconds, e
 def _tempo_profile(S: np.ndarray) -> np.ndarray:
     """(F, T) STFT magnitude -> (37,): tempo-bin autocorrelation peaks, IOI histogram, log2 median IOI."""
     M = np.log1p(100 * (_BANDS @ S))                                  # (40, T)
-    fl = np.maximum(0, np.diff(M, axis=1)).sum(0)                     # (T-1,) band-wise spectral flux
+    fl = signal.onset_envelope(M)                                     # (T-1,) band-wise spectral flux
     fl = np.maximum(fl - np.convolve(fl, np.ones(16) / 16, mode="same"), 0)   # minus a 0.37-s local mean
     fps = SR / HOP
     tg, ioi_hist, ioi_med = np.zeros(24), np.zeros(12), 0.0
     if len(fl) > 4 and fl.any():
         env = fl - fl.mean()
-        ac = np.correlate(env, env, "full")[len(env) - 1:]
-        ac = ac / (ac[0] + 1e-9)
-        lags = np.arange(len(ac))
-        bpm = 60 * fps / np.maximum(lags, 1)
-        for b in range(24):
-            m = (bpm >= _TG_EDGES[b]) & (bpm < _TG_EDGES[b + 1]) & (lags >= 1)
-            tg[b] = ac[m].max() if m.any() else 0.0
-        thr = np.convolve(fl, np.ones(9) / 9, "same") + 0.5 * fl.std()
-        onsets = np.flatnonzero((fl > thr) & (fl > np.roll(fl, 1)) & (fl >= np.roll(fl, -1))) / fps
+        ac = signal.autocorrelation(env)
+        tg = signal.tempo_profile(ac / (ac[0] + 1e-9), fps, _TG_EDGES)
+        onsets = np.flatnonzero(signal.onset_peaks(fl, 0.5 * fl.std())) / fps
         ioi = np.diff(onsets)
         if len(ioi):
             h, _ = np.histogram(np.clip(ioi, 0.06, 1.99), _IOI_EDGES)
