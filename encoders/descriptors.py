@@ -27,12 +27,11 @@ a frame; at the end of a clip (or of a long-audio encoder window) they see silen
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Sequence
 
 import torch
 
+from mu_llama import signal
 from mu_llama.errors import ConfigError
 
 from .base import AudioEncoder, EncoderOutput
@@ -44,58 +43,23 @@ VERSION = 1        # bump when the descriptors change: it is in the state dict, 
 DESCRIPTOR_DIM = N_MELS + 2 * N_MFCC + 12 + 26 + 2 + len(TEMPI)  # 168
 
 
-@functools.lru_cache(maxsize=4)
-def _mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: float = 11000.0) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale."""
-    def mel(f):
-        return 2595.0 * math.log10(1.0 + f / 700.0)
-
-    pts = torch.linspace(mel(fmin), mel(min(fmax, sr / 2)), n_mels + 2)
-    hz = 700.0 * (10 ** (pts / 2595.0) - 1.0)
-    f = torch.linspace(0, sr / 2, n_fft // 2 + 1)
-    lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    return torch.clamp(torch.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)), min=0.0)
-
-
-@functools.lru_cache(maxsize=4)
-def _chroma_map(sr: int, n_fft: int, fmin: float = 55.0, fmax: float = 4186.0) -> torch.Tensor:
-    """(12, n_fft // 2 + 1) 0/1 map of FFT bins to pitch classes (C = 0) within [fmin, fmax]."""
-    f = torch.linspace(0, sr / 2, n_fft // 2 + 1)
-    keep = (f >= fmin) & (f <= fmax)
-    pc = torch.round(12 * torch.log2(f.clamp(min=1.0) / 440.0) + 69).long() % 12
-    return (torch.nn.functional.one_hot(pc, 12).T.float() * keep[None].float())
-
-
-@functools.lru_cache(maxsize=4)
-def _dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) orthonormal DCT-II rows."""
-    k = torch.arange(n_out)[:, None].float()
-    n = torch.arange(n_in)[None].float()
-    m = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
-    m[0] /= math.sqrt(2.0)
-    return m
-
-
 def frame_descriptors(wave: torch.Tensor, sample_rate: int, hop: int, first_centre: int, frames: int) -> torch.Tensor:
     """(B, N) waves -> (B, frames, DESCRIPTOR_DIM) descriptors at centres first_centre + t * hop (zero padding)."""
     b = wave.shape[0]
     lags = [max(1, round(60.0 / bpm * sample_rate / hop)) for bpm in TEMPI]
     extra = max(lags)                      # frames past the last one, for the lagged products
     n_frames = frames + 1 + extra          # + 1: one frame before frame 0, for the flux
-    start = first_centre - hop - N_FFT // 2
-    need = start + (n_frames - 1) * hop + N_FFT
-    x = wave.float()
-    x = torch.nn.functional.pad(x, (max(0, -start), max(0, need - x.shape[1])))[:, max(0, start):]
-    window = torch.hann_window(N_FFT, device=x.device)
-    spec = torch.stft(x[:, : (n_frames - 1) * hop + N_FFT], N_FFT, hop, window=window, center=False,
-                      return_complex=True).abs()                           # (B, F, n_frames)
-    mel = _mel_filterbank(sample_rate, N_FFT, N_MELS).to(x.device) @ spec.pow(2)
-    logmel = torch.log10(mel + 1e-8)                                       # (B, 64, n)
-    flux = torch.relu(logmel[:, :, 1:] - logmel[:, :, :-1]).mean(1)         # (B, n - 1): o(t) for t = 0..
+    # frame k is centred on first_centre + (k - 1) hop, zeros outside the wave; periodic Hann, as torch.stft's
+    spec = signal.spectrogram(wave.float(), N_FFT, hop, window="hann_periodic", start=first_centre - hop - N_FFT // 2,
+                              count=n_frames)                               # (B, F, n_frames)
+    # filterbanks built in torch float32 (xp=torch), as the shipped model was trained on
+    fb = signal.mel_filterbank(sample_rate, N_FFT, N_MELS, 30.0, min(11000.0, sample_rate / 2), xp=torch)
+    logmel = torch.log10(fb.to(spec.device) @ spec.pow(2) + 1e-8)          # (B, 64, n)
+    flux = signal.onset_envelope(logmel, mean=True)                         # (B, n - 1): o(t) for t = 0..
     logmel = logmel[:, :, 1: frames + 1]                                    # (B, 64, T)
-    mfcc = torch.einsum("km,bmt->bkt", _dct_matrix(N_MELS, N_MFCC).to(x.device), logmel) / 10.0
+    mfcc = signal.mfcc(logmel, N_MFCC) / 10.0
     mag = spec[:, :, 1: frames + 1]
-    chroma = _chroma_map(sample_rate, N_FFT).to(x.device) @ mag.pow(2)     # (B, 12, T) power: less smearing
+    chroma = signal.chroma_filterbank(sample_rate, N_FFT, xp=torch).to(spec.device) @ mag.pow(2)  # (B, 12, T) power
     total = chroma.sum(1, keepdim=True)
     chroma = torch.where(total > 1e-3, chroma / total.clamp(min=1e-8), torch.zeros_like(chroma))
     roll = [torch.roll(chroma, -k, dims=1) for k in (3, 4, 7)]             # c_{r+k} at row r
