@@ -2,9 +2,9 @@
 
 UI-agnostic: every function returns a matplotlib `Figure` built without pyplot (no global figure state, so
 concurrent Streamlit sessions cannot draw into each other's figures) on the Agg canvas; `figure_png` turns one
-into PNG bytes. The mel spectrogram is plain numpy (Hann STFT, HTK mel scale, Slaney-normalised triangles, dB
-relative to the peak), so it needs neither torchaudio nor librosa. matplotlib is imported lazily: it is an extra
-(`mu-llama[demo]` / `[data]`), and only these figure functions need it.
+into PNG bytes. The mel spectrogram is plain numpy (mu_llama.signal: Hann STFT, HTK mel scale, Slaney-normalised
+triangles; dB relative to the peak), so it needs neither torchaudio nor librosa. matplotlib is imported lazily: it is
+an extra (`mu-llama[demo]` / `[data]`), and only these figure functions need it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mu_llama import signal
 from mu_llama.errors import ConfigError
 
 MAX_COLUMNS = 2000  # time columns drawn at most (waveform buckets, spectrogram frames): more than a screen shows
@@ -32,31 +33,6 @@ def _check_wave(wave, sample_rate: int) -> np.ndarray:
     return x
 
 
-def hz_to_mel(f):
-    """HTK mel scale: 2595 log10(1 + f / 700)."""
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 80, fmin: float = 0.0,
-                   fmax: float | None = None) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters, equally spaced on the mel scale, each with unit area in Hz
-    (Slaney normalisation: a flat spectrum gives every band the same value)."""
-    fmax = sample_rate / 2 if fmax is None else fmax
-    if not 0 <= fmin < fmax <= sample_rate / 2:
-        raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate / 2; got fmin={fmin}, fmax={fmax}")
-    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)                    # (F,) bin centre frequencies
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # (n_mels + 2,)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]           # (n_mels, 1) each
-    up = (bins[None] - lo) / (mid - lo)
-    down = (hi - bins[None]) / (hi - mid)
-    tri = np.maximum(0.0, np.minimum(up, down))                                   # (n_mels, F)
-    return (tri * (2.0 / (hi - lo))).astype(np.float32)
-
-
 def mel_spectrogram_db(wave, sample_rate: int, *, n_fft: int = 2048, hop: int | None = None, n_mels: int = 80,
                        top_db: float = 80.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-mel power spectrogram for display.
@@ -66,18 +42,12 @@ def mel_spectrogram_db(wave, sample_rate: int, *, n_fft: int = 2048, hop: int | 
     """
     x = _check_wave(wave, sample_rate)
     hop = hop or max(512, math.ceil(len(x) / MAX_COLUMNS))
-    x = np.pad(x, (n_fft // 2, n_fft // 2))                        # centred frames, as librosa / torchaudio
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # (T, n_fft), a view: no copy of the audio
-    window = np.hanning(n_fft).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2      # (T, F)
-    fb = mel_filterbank(sample_rate, n_fft, n_mels)
-    mel = fb @ power.T                                             # (n_mels, T)
+    power = signal.spectrogram(x, n_fft, hop, power=2)             # (F, T), centred frames as librosa / torchaudio
+    mel = signal.mel_filterbank(sample_rate, n_fft, n_mels, norm="slaney") @ power   # (n_mels, T)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     db = np.maximum(db - db.max(), -top_db).astype(np.float32)
     times = np.arange(mel.shape[1]) * hop / sample_rate
-    centres = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2))[1:-1]
+    centres = signal.mel_frequencies(n_mels + 2, 0.0, sample_rate / 2)[1:-1]
     return db, times, centres
 
 

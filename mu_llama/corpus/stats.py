@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mu_llama import signal
 from mu_llama.corpus.splits import SPLITS
 
 CATEGORICAL = ("style", "collection", "era", "genre", "families", "mode", "key_tonic", "meter", "tempo_class",
@@ -72,21 +73,9 @@ def _bar_chart(counter: Counter, title: str, path: Path, top: int = 25) -> None:
 
 
 def log_mel(audio: np.ndarray, sr: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> np.ndarray:
-    """(n_mels, frames) log-mel power spectrogram in dB (numpy only, for plots)."""
-    win = np.hanning(n_fft).astype(np.float32)
-    pad = np.pad(audio, (n_fft // 2, n_fft // 2))
-    frames = 1 + (len(pad) - n_fft) // hop
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spec = np.abs(np.fft.rfft(pad[idx] * win, axis=1)) ** 2           # (frames, n_fft/2+1)
-    mel = lambda f: 2595 * np.log10(1 + f / 700)
-    imel = lambda m: 700 * (10 ** (m / 2595) - 1)
-    edges = imel(np.linspace(mel(30), mel(sr / 2), n_mels + 2))
-    freqs = np.linspace(0, sr / 2, spec.shape[1])
-    fb = np.zeros((n_mels, len(freqs)), dtype=np.float32)
-    for i in range(n_mels):
-        lo, c, hi = edges[i:i + 3]
-        fb[i] = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0, None)
-    return 10 * np.log10(fb @ spec.T + 1e-10)
+    """(n_mels, frames) log-mel power spectrogram in dB (numpy only, for plots): HTK mel 30 Hz .. sr / 2."""
+    power = signal.spectrogram(audio, n_fft, hop, power=2)                    # (F, frames)
+    return 10 * np.log10(signal.mel_filterbank(sr, n_fft, n_mels, 30.0) @ power + 1e-10)
 
 
 def example_plots(corpus_dir: Path, recs: list[dict], docs: Path, per_style: int = 3) -> list[Path]:

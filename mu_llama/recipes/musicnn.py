@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mu_llama import signal
 from mu_llama.errors import CheckpointError, ConfigError
 
 MTT_TAGS = ("guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
@@ -137,31 +138,14 @@ def find_checkpoint(model: str = "MTT_musicnn") -> Path:
 
 def slaney_mel(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
     """librosa.filters.mel defaults (Slaney mel scale, Slaney area normalisation), fmin 0, fmax sr/2: (n_mels, bins)."""
-    lin_top, logstep = 1000.0 / (200.0 / 3), np.log(6.4) / 27.0
-
-    def to_mel(f):
-        f = np.asarray(f, dtype=np.float64)
-        return np.where(f >= 1000, lin_top + np.log(np.maximum(f, 1e-10) / 1000.0) / logstep, f / (200.0 / 3))
-
-    def to_hz(m):
-        m = np.asarray(m, dtype=np.float64)
-        return np.where(m >= lin_top, 1000.0 * np.exp(logstep * (m - lin_top)), m * (200.0 / 3))
-
-    fft = np.linspace(0, sr / 2, 1 + n_fft // 2)
-    mel_f = to_hz(np.linspace(to_mel(0.0), to_mel(sr / 2), n_mels + 2))
-    fdiff, ramps = np.diff(mel_f), mel_f[:, None] - fft[None, :]
-    w = np.maximum(0, np.minimum(-ramps[:-2] / fdiff[:-1, None], ramps[2:] / fdiff[1:, None]))
-    return (w * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]).astype(np.float32)
+    return signal.mel_filterbank(sr, n_fft, n_mels, scale="slaney", norm="slaney")
 
 
 def musicnn_input(y16: np.ndarray) -> np.ndarray:
-    """(N,) 16 kHz audio -> (frames, 96) compressed log-mel, as musicnn's extractor computes it."""
-    x = np.pad(y16.astype(np.float32), N_FFT // 2)
-    n = 1 + (len(x) - N_FFT) // HOP
-    frames = x[np.arange(n)[:, None] * HOP + np.arange(N_FFT)[None]]
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    mel = (power @ slaney_mel().T).astype(np.float16).astype(np.float32)
+    """(N,) 16 kHz audio -> (frames, 96) compressed log-mel, as musicnn's extractor computes it (librosa: periodic
+    Hann, centred frames)."""
+    power = signal.spectrogram(y16.astype(np.float32), N_FFT, HOP, power=2, window="hann_periodic")   # (F, T)
+    mel = (power.T @ slaney_mel().T).astype(np.float16).astype(np.float32)
     return np.log10(10000.0 * mel + 1.0)
 
 

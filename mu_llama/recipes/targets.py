@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mu_llama import signal
 from mu_llama.errors import ConfigError
 from mu_llama.facts import (BASS_TYPES, DENSITIES, DYNAMICS, FAMILIES, METERS, MODES, PITCH_CLASSES, REGISTERS, STYLES,
                             TEMPO_CLASSES, TEXTURES, FactSheet)
@@ -128,41 +129,20 @@ def frame_targets(perf, frames: int) -> tuple[np.ndarray, np.ndarray]:
     return chroma, onsets
 
 
-def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 30.0,
-                   fmax: float = 11000.0) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters, evenly spaced on the HTK mel scale, peak 1."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
-    bins = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
-    lower = (bins[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    upper = (edges[2:, None] - bins[None, :]) / (edges[2:, None] - edges[1:-1, None])
-    return np.clip(np.minimum(lower, upper), 0.0, None).astype(np.float32)
-
-
-_FBANK: np.ndarray | None = None
+def mel_filterbank() -> np.ndarray:
+    """(N_MELS, N_FFT // 2 + 1) triangular filters, evenly spaced on the HTK mel scale from 30 Hz to 11 kHz, peak 1."""
+    return signal.mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS, 30.0, 11000.0)
 
 
 def log_mel(wave: np.ndarray, frames: int | None = None) -> np.ndarray:
     """(N,) float waveform -> (T, N_MELS) float32 log-mel, one row per encoder frame (window centred on the frame)."""
-    global _FBANK
-    if _FBANK is None:
-        _FBANK = mel_filterbank()
     frames = num_frames(len(wave)) if frames is None else frames
     if frames == 0:
         return np.zeros((0, N_MELS), dtype=np.float32)
-    left = N_FFT // 2 - RECEPTIVE_FIELD // 2       # window t starts at t*S + R/2 - N_FFT/2 in the unpadded signal
-    need = (frames - 1) * FRAME_STRIDE + N_FFT
-    x = np.zeros(need, dtype=np.float32)
-    seg = wave[: need - left]
-    x[left: left + len(seg)] = seg
-    idx = np.arange(frames)[:, None] * FRAME_STRIDE + np.arange(N_FFT)[None, :]
-    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(N_FFT).astype(np.float32), axis=1)) ** 2  # (T, N_FFT/2+1)
-    return np.log(spec.astype(np.float32) @ _FBANK.T + LOG_FLOOR).astype(np.float32)
+    # window t starts at t*S + R/2 - N_FFT/2 in the unpadded signal (zeros outside it)
+    power = signal.spectrogram(np.asarray(wave, np.float32), N_FFT, FRAME_STRIDE, power=2,
+                               start=RECEPTIVE_FIELD // 2 - N_FFT // 2, count=frames)      # (F, T)
+    return np.log(power.T.astype(np.float32) @ mel_filterbank().T + LOG_FLOOR).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ the cache
