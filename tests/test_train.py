@@ -312,3 +312,26 @@ def test_sharded_predictions_equal_one_process(corpus, tmp_path):
     assert [r["id"] for r in rows(parts[0])] == ["v000", "v002"] and merged == rows(whole)
     with pytest.raises(ConfigError, match="shard"):
         predict_split(run, corpus, "validation", tmp_path / "x.jsonl", shard=(2, 2), **kw)
+
+
+def test_export_and_predict_verbs_equal_the_deprecated_train_spellings(corpus, tmp_path, capsys):
+    from mu_llama.cli.main import main
+
+    run = str(train(tiny_config(corpus, tmp_path / "run", stage1_steps=1, stage2_steps=1)))
+    common = ["--model-dir", run, "--corpus", str(corpus), "--feature-cache", str(tmp_path / "feats"), "--limit", "2",
+              "--no-progress"]
+    assert main(["predict", "--split", "validation", "--out", str(tmp_path / "new.jsonl"), *common]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main(["train", "--predict", "validation", "--pred-out", str(tmp_path / "old.jsonl"), *common]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("mu-llama train --predict is deprecated: use `mu-llama predict")
+    assert len([line for line in err if "deprecated" in line]) == 1
+    assert (tmp_path / "old.jsonl").read_text() == (tmp_path / "new.jsonl").read_text() != ""
+
+    assert main(["export", run, "--to", str(tmp_path / "a")]) == 0
+    assert main(["train", "--export", run, "--to", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().err.startswith("mu-llama train --export is deprecated: use `mu-llama export")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names and names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+    assert main(["train", "--export", run]) == 2                      # still refused without --to

@@ -21,6 +21,8 @@ VERBS: dict[str, str] = {
     "corpus": "corpus",
     "eval": "evaluate",
     "train": "train",
+    "export": "export",
+    "predict": "predict",
     "pretrain-encoder": "pretrain_encoder",
     "probe-encoder": "probe_encoder",
     "train-tagger": "train_tagger",

@@ -2,10 +2,10 @@
 
     mu-llama train --config mu_llama/recipes/configs/mini.yaml [--out runs/mini] [--stage1-steps N] [--set KEY=VALUE]
     mu-llama train --config ... --cache-only                      # only fill the frozen-encoder feature cache
-    mu-llama train --export runs/mini/final --to DIR [--encoder-dir ENC]   # package a trained model
-    mu-llama train --predict test --model-dir DIR --corpus data/corpus --pred-out pred.jsonl   # for `mu-llama eval`
 
 Rerunning the same command resumes from the run's last checkpoint. Options: dataclass defaults < YAML < flags.
+Packaging and predicting are verbs of their own (`mu-llama export`, `mu-llama predict`); the old spellings
+`mu-llama train --export ...` and `mu-llama train --predict ...` still work and say so on stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 FLAGS: dict[str, tuple[type, str]] = {
     "corpus": (str, "corpus folder (manifests/<split>.jsonl) [data/corpus]"),
     "out": (str, "run folder: checkpoints/, final/, log.jsonl, curves.png [runs/mini]"),
-    "feature_cache": (str, "feature cache root [training: <out>/../features; --predict: $MU_LLAMA_CACHE/features]"),
+    "feature_cache": (str, "feature cache root [<out>/../features]"),
     "stage1_steps": (int, "optimizer steps of stage 1 (adapter, prefix, gates)"),
     "stage2_steps": (int, "optimizer steps of stage 2 (LoRA + bias/norm)"),
     "batch_size": (int, "examples per micro-batch"),
@@ -56,25 +56,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--cache-only", action="store_true", help="only compute the feature cache, then stop")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and stop")
-    g = p.add_argument_group("packaging and prediction")
-    g.add_argument("--export", metavar="MODEL_DIR", help="copy a trained model folder to --to")
-    g.add_argument("--to", metavar="DIR", help="destination of --export")
-    g.add_argument("--encoder-dir", metavar="DIR", help="with --export: bundle this encoder folder as DIR/encoder")
-    g.add_argument("--predict", metavar="SPLIT", help="write predictions for a corpus split (for mu-llama eval)")
-    g.add_argument("--model-dir", metavar="DIR", help="with --predict: the trained model folder")
-    g.add_argument("--fact-fusion", type=float, default=1.0, metavar="W",
-                   help="with --predict: weight of the model's audio fact tagger in decoding (0 = off; default 1)")
-    g.add_argument("--pred-out", metavar="FILE.jsonl", help="with --predict: output file")
-    g.add_argument("--qa", choices=("none", "facts", "factual", "all"), default="facts",
-                   help="with --predict: also answer the clips' questions: facts = those scored as facts (default), "
-                        "factual = every non-description question, all")
-    g.add_argument("--limit", type=int, default=None,
-                   help="with --predict: N clips evenly spaced over the split's sorted ids")
-    g.add_argument("--shard", metavar="K/N", default="0/1",
-                   help="with --predict: only clips K, K+N, ... (run N processes, one per core, after a 0/1 run "
-                        "with --qa none has filled the feature cache)")
-    g.add_argument("--refs-out", metavar="DIR", help="with --predict: also write the scored rows (+ the train split, for "
-                                                     "baselines) as DIR/<split>.jsonl: a fixed corpus for mu-llama eval")
+    # Deprecated spellings of `mu-llama export` and `mu-llama predict`, kept working (hidden from --help).
+    hidden = argparse.SUPPRESS
+    for flag in ("--export", "--to", "--encoder-dir", "--predict", "--model-dir", "--pred-out", "--refs-out"):
+        p.add_argument(flag, help=hidden)
+    p.add_argument("--fact-fusion", type=float, default=1.0, help=hidden)
+    p.add_argument("--qa", choices=("none", "facts", "factual", "all"), default="facts", help=hidden)
+    p.add_argument("--limit", type=int, default=None, help=hidden)
+    p.add_argument("--shard", default="0/1", help=hidden)
     p.set_defaults(func=run)
     return p
 
@@ -94,31 +83,10 @@ def resolve_from_args(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mu_llama.errors import ConfigError
-
     if args.export:
-        from mu_llama.recipes.train import export_model
-
-        if not args.to:
-            raise ConfigError("--export needs --to DIR")
-        print(export_model(args.export, args.to, args.encoder_dir))
-        return 0
+        return _deprecated_export(args)
     if args.predict:
-        from mu_llama.cli.args import parse_shard
-        from mu_llama.recipes.train import predict_split
-
-        if not (args.model_dir and args.pred_out):
-            raise ConfigError("--predict needs --model-dir DIR and --pred-out FILE.jsonl")
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        path = predict_split(args.model_dir, args.corpus or "data/corpus", args.predict, args.pred_out, qa=args.qa,
-                             limit=args.limit, feature_cache=args.feature_cache, device=args.device or "cpu",
-                             batch_size=args.batch_size or 8, progress=not args.no_progress, refs_out=args.refs_out,
-                             shard=parse_shard(args.shard), fact_fusion=args.fact_fusion)
-        print(f"predictions written to {path}", file=sys.stderr)
-        return 0
+        return _deprecated_predict(args)
     config = resolve_from_args(args)
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=1))
@@ -128,3 +96,29 @@ def run(args: argparse.Namespace) -> int:
     path = train(config, cache_only=args.cache_only)
     print(path)
     return 0
+
+
+def _deprecated_export(args: argparse.Namespace) -> int:
+    from mu_llama.cli import export
+    from mu_llama.errors import ConfigError
+
+    print("mu-llama train --export is deprecated: use `mu-llama export MODEL_DIR --to DIR [--encoder-dir ENC]`",
+          file=sys.stderr)
+    if not args.to:
+        raise ConfigError("--export needs --to DIR")
+    return export.run(argparse.Namespace(model_dir=args.export, to=args.to, encoder_dir=args.encoder_dir))
+
+
+def _deprecated_predict(args: argparse.Namespace) -> int:
+    from mu_llama.cli import predict
+    from mu_llama.errors import ConfigError
+
+    print("mu-llama train --predict is deprecated: use `mu-llama predict --model-dir DIR --split SPLIT "
+          "--out FILE.jsonl`", file=sys.stderr)
+    if not (args.model_dir and args.pred_out):
+        raise ConfigError("--predict needs --model-dir DIR and --pred-out FILE.jsonl")
+    return predict.run(argparse.Namespace(
+        model_dir=args.model_dir, corpus=args.corpus or "data/corpus", split=args.predict, out=args.pred_out,
+        qa=args.qa, fact_fusion=args.fact_fusion, limit=args.limit, shard=args.shard, refs_out=args.refs_out,
+        feature_cache=args.feature_cache, device=args.device or "cpu", batch_size=args.batch_size or 8,
+        threads=args.threads, no_progress=args.no_progress))

@@ -6,6 +6,8 @@ self-validating config dataclass, and each is a `mu-llama` verb whose module und
     pretrain_encoder    mu-llama pretrain-encoder     the small MERT-architecture encoder
     probe               mu-llama probe-encoder        linear probes of a pretrained encoder
     train               mu-llama train                the music adapter + LoRA (the LLM side)
+                        mu-llama export               package a trained model folder
+                        mu-llama predict              a trained model's predictions for a corpus split
     train_tagger        mu-llama train-tagger         the audio fact tagger
     generator_data      mu-llama generator-data       the generator's training data
     train_emotion       mu-llama train-emotion        the audio VAD estimator
