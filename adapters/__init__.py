@@ -18,15 +18,15 @@ from .lora import (
                    finetune_state,
                    is_lora,
                    lora_state_dict,
+                   mark_trainable,
                    merge_lora,
                    norm_names,
-                   set_stage,
 )
 from .music_adapter import MusicAdapter, MusicAdapterConfig, MusicTokens, PooledMusic, pool_frames
 
 __all__ = [
     "InjectionConfig", "MusicInjection", "decoder_layers",
     "LoraOptions", "add_bias", "apply_lora", "canonical_name", "finetune_names", "finetune_state", "is_lora",
-    "lora_state_dict", "merge_lora", "norm_names", "set_stage",
+    "lora_state_dict", "mark_trainable", "merge_lora", "norm_names",
     "MusicAdapter", "MusicAdapterConfig", "MusicTokens", "PooledMusic", "pool_frames",
 ]

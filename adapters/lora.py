@@ -187,8 +187,8 @@ def merge_lora(llm: nn.Module) -> nn.Module:
     return llm.merge_and_unload()
 
 
-def set_stage(stage: str, *, llm: nn.Module, adapter_modules: list[nn.Module],
-              options: LoraOptions | None) -> list[str]:
+def mark_trainable(stage: str, *, llm: nn.Module, adapter_modules: list[nn.Module],
+                   options: LoraOptions | None) -> list[str]:
     """Set requires_grad for a training stage; returns the trainable parameter names (canonical for the LLM).
 
     pretrain: the music adapter, prefix_query and gates (adapter_modules); the LLM frozen.

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from mu_llama.errors import ConfigError, choice_error
 
-MODES = ("clip", "time")
+ADAPTER_MODES = ("clip", "time")
 POSITIONS = ("sinusoidal", "learned", "none")
 BRIDGE_NORMS = ("rms", "layer")
 
@@ -82,8 +82,8 @@ class MusicAdapterConfig:
             self.bridge_hidden = 4 * self.llm_dim
         if not isinstance(self.bridge_hidden, int) or self.bridge_hidden < 1:
             raise ConfigError(f"invalid bridge_hidden {self.bridge_hidden!r}; must be a positive integer or None")
-        if self.mode not in MODES:
-            raise choice_error("adapter mode", self.mode, MODES)
+        if self.mode not in ADAPTER_MODES:
+            raise choice_error("adapter mode", self.mode, ADAPTER_MODES)
         if self.position not in POSITIONS:
             raise choice_error("adapter position", self.position, POSITIONS)
         if self.bridge_norm not in BRIDGE_NORMS:

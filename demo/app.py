@@ -151,7 +151,7 @@ def model_panel(settings: services.Settings) -> tuple[services.LoadedModel | Non
 
 
 # --- main sections ------------------------------------------------------------------------------------
-def choose_clip(settings: services.Settings) -> services.Clip | None:
+def choose_clip(settings: services.Settings) -> services.DemoClip | None:
     ex = services.examples()
     names = list(ex)
     wanted = st.query_params.get("example")
@@ -178,7 +178,7 @@ def choose_clip(settings: services.Settings) -> services.Clip | None:
         return None
 
 
-def look_section(clip: services.Clip) -> None:
+def look_section(clip: services.DemoClip) -> None:
     st.subheader("Look")
     st.audio(clip.data, format=clip.mime)
     a, b, c = st.columns(3)
@@ -190,7 +190,7 @@ def look_section(clip: services.Clip) -> None:
                  caption="waveform and log-mel spectrogram (80 bands)")
 
 
-def caption_section(clip: services.Clip, loaded, decoding: tuple) -> str | None:
+def caption_section(clip: services.DemoClip, loaded, decoding: tuple) -> str | None:
     st.subheader("Caption")
     if loaded is None:
         st.info("Not available: no model is loaded (see the sidebar).")
@@ -206,7 +206,7 @@ def caption_section(clip: services.Clip, loaded, decoding: tuple) -> str | None:
     return text
 
 
-def ask_section(clip: services.Clip, loaded, decoding: tuple) -> None:
+def ask_section(clip: services.DemoClip, loaded, decoding: tuple) -> None:
     st.subheader("Ask")
     if loaded is None:
         st.info("Not available: no model is loaded (see the sidebar).")
@@ -236,7 +236,7 @@ def ask_section(clip: services.Clip, loaded, decoding: tuple) -> None:
         st.rerun()
 
 
-def feel_section(clip: services.Clip, caption: str | None) -> dict:
+def feel_section(clip: services.DemoClip, caption: str | None) -> dict:
     st.subheader("Feel")
     points, missing = {}, []
     try:
@@ -259,7 +259,7 @@ def feel_section(clip: services.Clip, caption: str | None) -> dict:
     return points
 
 
-def generate_section(clip: services.Clip, caption: str | None, feel: dict, loaded, decoding: tuple,
+def generate_section(clip: services.DemoClip, caption: str | None, feel: dict, loaded, decoding: tuple,
                      settings: services.Settings) -> None:
     from mu_llama.emotion import VAD
 

@@ -69,7 +69,7 @@ class Settings:
 
 # --- clips ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Clip:
+class DemoClip:
     key: str             # first 16 hex digits of the SHA-256 of the file's bytes: identity for every cache
     name: str
     data: bytes          # the file as given (played back by st.audio)
@@ -103,7 +103,7 @@ def examples() -> dict[str, str]:
     return {f: titles.get(f, f) for f in files}
 
 
-def read_clip(name: str, data: bytes, settings: Settings) -> Clip:
+def read_clip(name: str, data: bytes, settings: Settings) -> DemoClip:
     """Check size, then decode (AudioError with a one-line reason on anything unreadable or too long)."""
     limit = settings.max_upload_mb * 1024 * 1024
     if len(data) > limit:
@@ -115,7 +115,7 @@ def read_clip(name: str, data: bytes, settings: Settings) -> Clip:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)  # shared, not copied per rerun: clips can be large
-def _decode(key: str, name: str, max_seconds: float, _data: bytes) -> Clip:
+def _decode(key: str, name: str, max_seconds: float, _data: bytes) -> DemoClip:
     import soundfile as sf
 
     from mu_llama.audio import decode_bytes
@@ -126,7 +126,7 @@ def _decode(key: str, name: str, max_seconds: float, _data: bytes) -> Clip:
         sr, channels, fmt = int(info.samplerate), int(info.channels), str(info.format).lower()
     except Exception:  # noqa: BLE001 - a header libsndfile decodes but cannot describe: show what we know
         sr, channels, fmt = DISPLAY_SR, 1, Path(name).suffix.lstrip(".").lower()
-    return Clip(key, name, _data, wave, sr, channels, fmt)
+    return DemoClip(key, name, _data, wave, sr, channels, fmt)
 
 
 def example_bytes(file_name: str) -> bytes:

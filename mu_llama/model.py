@@ -41,11 +41,11 @@ from mu_llama.adapters import (
     finetune_state,
     is_lora,
     lora_state_dict,
+    mark_trainable,
     merge_lora,
     pool_frames,
-    set_stage,
 )
-from mu_llama.adapters.music_adapter import BRIDGE_NORMS, MODES, POSITIONS
+from mu_llama.adapters.music_adapter import ADAPTER_MODES, BRIDGE_NORMS, POSITIONS
 from mu_llama.decoding import DecodingOptions, seeded
 from mu_llama.encoders.descriptors import DESCRIPTOR_DIM, DescriptorEncoder
 from mu_llama.errors import CheckpointError, ConfigError, choice_error
@@ -100,8 +100,8 @@ class MuLlamaConfig:
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraOptions.from_dict(self.lora)
-        if self.adapter_mode not in MODES:
-            raise choice_error("adapter_mode", self.adapter_mode, MODES)
+        if self.adapter_mode not in ADAPTER_MODES:
+            raise choice_error("adapter_mode", self.adapter_mode, ADAPTER_MODES)
         if self.position not in POSITIONS:
             raise choice_error("position", self.position, POSITIONS)
         if self.bridge_norm not in BRIDGE_NORMS:
@@ -256,8 +256,8 @@ class MuLlama(nn.Module):
     # --- training helpers ----------------------------------------------------------------------------
     def set_stage(self, stage: str) -> list[str]:
         """"pretrain" (adapter + prefix + gates), "finetune" (LoRA + bias + norm) or "frozen"."""
-        return set_stage(stage, llm=self.llm, adapter_modules=[self.music_adapter, self.injection],
-                         options=self.config.lora)
+        return mark_trainable(stage, llm=self.llm, adapter_modules=[self.music_adapter, self.injection],
+                              options=self.config.lora)
 
     def trainable_state(self) -> dict[str, Tensor]:
         """What adapter.safetensors holds: adapter, prefix, gates, and (with LoRA options) bias/norm tensors."""

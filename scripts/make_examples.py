@@ -37,7 +37,7 @@ PEAK = 10 ** (-1 / 20)  # -1 dBFS
 
 
 @dataclass(frozen=True)
-class Clip:
+class ExampleSpec:
     file: str
     work: str                   # corpus path, as corpus.parse() takes it
     opus_number: int | None     # tune number inside a multi-tune ABC file
@@ -67,26 +67,26 @@ CORPUS_LICENCE = ("music21 corpus encoding; the composition is in the public dom
                   "under music21/corpus/license.txt (encodings used by permission, commercial use may be restricted)")
 
 CLIPS = (
-    Clip("bach_bwv66.6_organ.ogg", "bach/bwv66.6", None,
+    ExampleSpec("bach_bwv66.6_organ.ogg", "bach/bwv66.6", None,
          "Chorale BWV 66.6 (closing chorale of cantata BWV 66)", "Johann Sebastian Bach",
          "pickup and bars 1-3, to the third fermata", 12.0, 72.0, (19, 19, 19, 19), (80, 72, 72, 80), 0,
          24000, 1, dict(format="OGG", subtype="VORBIS", compression_level=0.5),
          "baroque", "chorale", "homophonic", "none", "Church Organ", CORPUS_LICENCE,
          "all four voices (soprano, alto, tenor, bass) on one organ; fermatas not lengthened"),
-    Clip("essen_tanhuser_flute.mp3", "essenFolksong/altdeu10.abc", 20,
+    ExampleSpec("essen_tanhuser_flute.mp3", "essenFolksong/altdeu10.abc", 20,
          "Tanhuser (Essen A0022; Switzerland, noted 1830)", "traditional",
          "the whole tune", 24.0, 138.0, (73,), (92,), 12,
          24000, 1, dict(format="MP3", subtype="MPEG_LAYER_III", compression_level=0.3),
          "traditional", "folk song", "monophonic", "none", "Flute", ESSEN_LICENCE,
          "played an octave above the written pitch so the melody (G3-G4) sits in the flute's range"),
-    Clip("mozart_k458_strings.ogg", "mozart/k458/movement1", None,
+    ExampleSpec("mozart_k458_strings.ogg", "mozart/k458/movement1", None,
          "String Quartet No. 17 in B-flat major, K. 458 'The Hunt', I. Allegro vivace assai",
          "Wolfgang Amadeus Mozart", "pickup and bars 1-8 (the opening 'hunting-call' theme)", 24.5, 150.0,
          (40, 40, 41, 42), (96, 80, 78, 84), 0,
          44100, 2, dict(format="OGG", subtype="VORBIS", compression_level=0.6),
          "classical", "string quartet", "homophonic", "cello", "Violin", CORPUS_LICENCE,
          "6/8 at dotted quarter = 100; grace notes omitted; stereo (fluidsynth's GM panning)"),
-    Clip("mozart_k545_piano.flac", "mozart/k545/movement1_exposition", None,
+    ExampleSpec("mozart_k545_piano.flac", "mozart/k545/movement1_exposition", None,
          "Piano Sonata No. 16 in C major, K. 545, I. Allegro", "Wolfgang Amadeus Mozart",
          "bars 1-4 (the opening theme over an Alberti bass)", 16.0, 112.0, (0, 0), (88, 64), 0,
          22050, 1, dict(format="FLAC", subtype="PCM_16", compression_level=1.0),
@@ -95,7 +95,7 @@ CLIPS = (
 )
 
 
-def score_notes(clip: Clip):
+def score_notes(clip: ExampleSpec):
     """-> (score, [(part index, midi pitch, start s, end s)]) for the excerpt window, ties merged, graces dropped."""
     s = corpus.parse(clip.work, number=clip.opus_number) if clip.opus_number else corpus.parse(clip.work)
     if len(s.parts) != len(clip.programs):
@@ -112,7 +112,7 @@ def score_notes(clip: Clip):
     return s, sorted(notes, key=lambda t: (t[2], t[0], t[1]))
 
 
-def to_midi(clip: Clip, notes) -> pretty_midi.PrettyMIDI:
+def to_midi(clip: ExampleSpec, notes) -> pretty_midi.PrettyMIDI:
     pm = pretty_midi.PrettyMIDI(initial_tempo=clip.bpm)
     insts = [pretty_midi.Instrument(program=p, name=f"part{i}") for i, p in enumerate(clip.programs)]
     for part, pitch, start, end in notes:
@@ -122,7 +122,7 @@ def to_midi(clip: Clip, notes) -> pretty_midi.PrettyMIDI:
     return pm
 
 
-def render(clip: Clip, notes, soundfont: Path, tmp: Path) -> np.ndarray:
+def render(clip: ExampleSpec, notes, soundfont: Path, tmp: Path) -> np.ndarray:
     mid, wav = tmp / "clip.mid", tmp / "clip.wav"
     to_midi(clip, notes).write(str(mid))
     subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(RENDER_SR), "-F", str(wav), str(soundfont),
@@ -166,7 +166,7 @@ def fix_ogg_serial(path: Path, serial: int = 0x6D754C4C) -> None:
     path.write_bytes(bytes(data))
 
 
-def score_facts(clip: Clip, s, notes, duration: float) -> dict:
+def score_facts(clip: ExampleSpec, s, notes, duration: float) -> dict:
     ts = s.recurse().getElementsByClass(meter.TimeSignature).first()
     ks = s.recurse().getElementsByClass(key.KeySignature).first()
     k = s.analyze("key")

@@ -20,9 +20,9 @@ from mu_llama.adapters import (
     canonical_name,
     finetune_names,
     finetune_state,
+    mark_trainable,
     merge_lora,
     pool_frames,
-    set_stage,
 )
 
 from mu_llama.errors import ConfigError
@@ -329,11 +329,11 @@ def test_stages_select_parameters():
     opts = LoraOptions(rank=2)
     add_bias(llm, opts.bias_targets)
     peft_llm = apply_lora(llm, opts)
-    names = set_stage("pretrain", llm=peft_llm, adapter_modules=[adapter, inj], options=opts)
+    names = mark_trainable("pretrain", llm=peft_llm, adapter_modules=[adapter, inj], options=opts)
     assert "prefix_query" in names and "gates" in names
     assert not any(p.requires_grad for p in peft_llm.parameters())
     assert inj.gates.requires_grad and all(p.requires_grad for p in adapter.parameters())
-    names = set_stage("finetune", llm=peft_llm, adapter_modules=[adapter, inj], options=opts)
+    names = mark_trainable("finetune", llm=peft_llm, adapter_modules=[adapter, inj], options=opts)
     assert not inj.gates.requires_grad and not any(p.requires_grad for p in adapter.parameters())
     trainable = {canonical_name(n) for n, p in peft_llm.get_base_model().named_parameters() if p.requires_grad}
     assert trainable == set(names)
@@ -341,7 +341,7 @@ def test_stages_select_parameters():
     assert "model.layers.0.self_attn.k_proj.bias" in trainable
     assert not any(n.endswith("q_proj.weight") or "embed_tokens" in n for n in trainable)
     with pytest.raises(ConfigError, match="pretrain, finetune, frozen"):
-        set_stage("warmup", llm=peft_llm, adapter_modules=[], options=opts)
+        mark_trainable("warmup", llm=peft_llm, adapter_modules=[], options=opts)
 
 
 # --------------------------------------------------------------------------------------------- quantized LLMs

@@ -23,7 +23,7 @@ from mu_llama.recipes.train import (
     make_optimizer,
     named_parameters,
     read_clips,
-    set_stage,
+    stage_parameters,
     train,
 )
 from mu_llama.recipes.train_config import TrainConfig, resolve_config
@@ -87,7 +87,7 @@ def _step(model, config, features, stage: int) -> tuple[float, float]:
     """One optimizer step of `stage` on a fixed batch; (loss before, loss after)."""
     clips = read_clips(config.corpus, "train")
     batch = collate(model, ExampleStream(clips, 0, 0.5, 0.2).take(0, 4), features, config.max_answer_tokens)
-    params = set_stage(model, stage)
+    params = stage_parameters(model, stage)
     opt = make_optimizer(config, params)
     for g in opt.param_groups:
         g["lr"] = 1e-2
@@ -125,7 +125,7 @@ def test_stage2_step_reduces_loss_and_leaves_adapter_frozen(setup):
 
 def test_trainable_sets_per_stage(setup):
     _, model, _ = setup
-    s1, s2 = set(set_stage(model, 1)), set(set_stage(model, 2))
+    s1, s2 = set(stage_parameters(model, 1)), set(stage_parameters(model, 2))
     assert s1 == {n for n in named_parameters(model) if n.startswith(("music_adapter.", "injection."))}
     assert s2 and all(n.startswith("llm.") for n in s2) and not s1 & s2
     assert {n for n in s2 if ".lora_" not in n} == {n for n in s2 if n.endswith(".bias") or "norm" in n}
@@ -281,7 +281,7 @@ def test_qlora_stage2_trains_fp32_lora_on_a_4bit_base(setup):
     config, _, features = setup
     model = build_model(TrainConfig(**{**config.to_dict(), "quantize": "4bit"}))
     assert type(model.llm.get_base_model().model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
-    params = set_stage(model, 2)
+    params = stage_parameters(model, 2)
     assert params and all(p.dtype == torch.float32 for p in params.values())
     clips = read_clips(config.corpus, "train")
     batch = collate(model, ExampleStream(clips, 0, 0.5, 0.2).take(0, 2), features, config.max_answer_tokens)

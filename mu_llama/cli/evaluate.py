@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mu_llama.errors import ConfigError
 from mu_llama.eval.baselines import BASELINES
-from mu_llama.eval.harness import COMPAT_METRICS, MISSING_POLICIES, MODES, STANDARD_METRICS
+from mu_llama.eval.harness import COMPAT_METRICS, EVAL_MODES, MISSING_POLICIES, STANDARD_METRICS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split to score (default test)")
     p.add_argument("--train-split", default="train", help="split the baselines learn from (default train)")
     p.add_argument("--out", metavar="REPORT_DIR", help="write report.json, report.md, items.jsonl, PNGs here")
-    p.add_argument("--mode", default="standard", choices=MODES, help="metric definitions (default standard)")
+    p.add_argument("--mode", default="standard", choices=EVAL_MODES, help="metric definitions (default standard)")
     p.add_argument("--metrics", default=None, metavar="A,B",
                    help=f"subset; standard: {','.join(STANDARD_METRICS)}; "
                         f"mullama-compat: {','.join(COMPAT_METRICS)} (default: all of the mode)")

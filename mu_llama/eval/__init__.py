@@ -9,11 +9,11 @@ fact accuracy parsed from text, and baselines, all offline.
 from mu_llama.eval.baselines import BASELINES, baseline_predictions, evaluate_baselines
 from mu_llama.eval.data import Prediction, QAPair, Reference, load_predictions, load_references, write_predictions
 from mu_llama.eval.facts_parse import ParsedFacts, parse_facts
-from mu_llama.eval.harness import COMPAT_METRICS, MODES, STANDARD_METRICS, EvalOptions, evaluate
+from mu_llama.eval.harness import COMPAT_METRICS, EVAL_MODES, STANDARD_METRICS, EvalOptions, evaluate
 from mu_llama.eval.report import EvalReport
 
 __all__ = [
-    "BASELINES", "COMPAT_METRICS", "MODES", "STANDARD_METRICS", "EvalOptions", "EvalReport", "ParsedFacts",
+    "BASELINES", "COMPAT_METRICS", "EVAL_MODES", "STANDARD_METRICS", "EvalOptions", "EvalReport", "ParsedFacts",
     "Prediction", "QAPair", "Reference", "baseline_predictions", "evaluate", "evaluate_baselines",
     "load_predictions", "load_references", "parse_facts", "write_predictions",
 ]

@@ -21,7 +21,7 @@ from mu_llama.eval.metrics import MetricResult, bleu, cider_d, meteor, rouge_l
 from mu_llama.eval.report import EvalReport
 from mu_llama.eval.tokenize import ptb_tokenize
 
-MODES = ("standard", "mullama-compat")
+EVAL_MODES = ("standard", "mullama-compat")
 STANDARD_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "embedding", "facts")
 COMPAT_METRICS = ("bleu_char", "meteor_nltk", "rouge_l_recall", "bertscore", "facts")
 MISSING_POLICIES = ("skip", "empty", "error")
@@ -47,8 +47,8 @@ class EvalOptions:
     missing: str = "skip"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise choice_error("eval mode", self.mode, MODES)
+        if self.mode not in EVAL_MODES:
+            raise choice_error("eval mode", self.mode, EVAL_MODES)
         if self.missing not in MISSING_POLICIES:
             raise choice_error("missing-prediction policy", self.missing, MISSING_POLICIES)
         valid = STANDARD_METRICS if self.mode == "standard" else COMPAT_METRICS

@@ -60,7 +60,9 @@ RUNTIME_FIELDS = ("stop_after", "progress", "threads", "checkpoint_every", "keep
 
 # ================================================================================================ corpus -> examples
 @dataclass(frozen=True)
-class Clip:
+class AnnotatedClip:
+    """A corpus clip with its captions and question-answer pairs: one row of a training or validation split."""
+
     id: str
     audio: Path
     captions: tuple[str, ...]
@@ -151,7 +153,7 @@ def caption_target(captions: Sequence[str], facts: dict | None, complete: bool =
     return best_caption(captions)
 
 
-def clips_from_rows(rows: Sequence[dict], root: Path, complete: bool = True) -> list[Clip]:
+def clips_from_rows(rows: Sequence[dict], root: Path, complete: bool = True) -> list[AnnotatedClip]:
     clips = []
     for row in rows:
         caps = tuple(row.get("captions") or ())
@@ -160,12 +162,12 @@ def clips_from_rows(rows: Sequence[dict], root: Path, complete: bool = True) -> 
         qa = tuple((q["question"], q["answer"], q.get("kind", "")) for q in row.get("qa") or ())
         audio = Path(row["audio"])
         best = caption_target(caps, row.get("facts"), complete)
-        clips.append(Clip(str(row["id"]), audio if audio.is_absolute() else root / audio, caps, qa, best))
+        clips.append(AnnotatedClip(str(row["id"]), audio if audio.is_absolute() else root / audio, caps, qa, best))
     return sorted(clips, key=lambda c: c.id)
 
 
 def read_clips(corpus: str | Path, split: str, limit: int | None = None, ids: Sequence[str] | None = None,
-               complete: bool = True) -> list[Clip]:
+               complete: bool = True) -> list[AnnotatedClip]:
     """The split's clips that have captions, sorted by id (only `ids` when given; then all must exist)."""
     rows = read_rows(corpus, split)
     if ids is not None:
@@ -184,7 +186,7 @@ def read_clips(corpus: str | Path, split: str, limit: int | None = None, ids: Se
 class ExampleStream:
     """Position p -> Example, deterministic in (seed, p): epoch e = p // n visits the clips in permutation e."""
 
-    def __init__(self, clips: Sequence[Clip], seed: int, caption_share: float, description_share: float):
+    def __init__(self, clips: Sequence[AnnotatedClip], seed: int, caption_share: float, description_share: float):
         self.clips, self.seed = list(clips), seed
         self.caption_share, self.description_share = caption_share, description_share
         self._perm: tuple[int, np.ndarray] | None = None
@@ -293,7 +295,7 @@ def named_parameters(model) -> dict[str, torch.nn.Parameter]:
     return out
 
 
-def set_stage(model, stage: int) -> dict[str, torch.nn.Parameter]:
+def stage_parameters(model, stage: int) -> dict[str, torch.nn.Parameter]:
     """requires_grad for stage 1 / 2; returns {name: parameter} of the trainable ones, sorted by name."""
     model.set_stage("pretrain" if stage == 1 else "finetune")
     return {n: p for n, p in sorted(named_parameters(model).items()) if p.requires_grad}
@@ -416,7 +418,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 # ================================================================================================ evaluation
-def predict(model, clips: Sequence[Clip], features: dict[str, PooledMusic], *, qa: str = "factual",
+def predict(model, clips: Sequence[AnnotatedClip], features: dict[str, PooledMusic], *, qa: str = "factual",
             batch_size: int = 8, max_new_tokens: int = 112, fact_fusion: float = 1.0,
             progress: bool = False) -> list[dict]:
     """Greedy caption (default caption question) + answers to the clips' questions -> prediction rows.
@@ -497,7 +499,7 @@ def validation_loss(model, examples: Sequence[Example], features, config: TrainC
     return total / max(tokens, 1)
 
 
-def run_eval(model, config: TrainConfig, val_clips: Sequence[Clip], val_examples: Sequence[Example], features,
+def run_eval(model, config: TrainConfig, val_clips: Sequence[AnnotatedClip], val_examples: Sequence[Example], features,
              corpus_refs) -> dict:
     """Validation loss + greedy generations on a few validation clips scored with mu_llama.eval."""
     from mu_llama.eval import evaluate
@@ -556,14 +558,14 @@ def standardise_descriptors(model, pooled: Sequence[PooledMusic]) -> None:
     model.music_adapter.standardise_descriptors(x.mean(0), x.std(0))
 
 
-def prepare_features(model, config: TrainConfig, clips: Sequence[Clip]) -> tuple[FeatureCache, dict]:
+def prepare_features(model, config: TrainConfig, clips: Sequence[AnnotatedClip]) -> tuple[FeatureCache, dict]:
     cache = open_cache(model, config.feature_dir)
     cache.build(model, [(c.id, c.audio) for c in clips], batch_size=config.encode_batch_size,
                 shard_size=config.shard_size, progress=config.progress)
     return cache, cache.load([c.id for c in clips])
 
 
-def _snapshot_clips(config: TrainConfig, out: Path) -> tuple[list[Clip], list[Clip]]:
+def _snapshot_clips(config: TrainConfig, out: Path) -> tuple[list[AnnotatedClip], list[AnnotatedClip]]:
     """The run's train / validation clips, fixed at its first start (clips.json) so that resuming on a corpus that
     has grown since (a build still running) sees the same data stream."""
     path = out / "clips.json"
@@ -635,7 +637,7 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
     if step >= config.total_steps:
         return _finish(model, config, out, history, evals)
     stage = config.stage_at(step)
-    params = set_stage(model, stage)
+    params = stage_parameters(model, stage)
     optimizer = make_optimizer(config, params)
     if ckpt is not None:
         if state["stage"] == stage:
@@ -653,7 +655,7 @@ def train(config: TrainConfig, *, cache_only: bool = False) -> Path:
         while step < config.total_steps:
             if config.stage_at(step) != stage:  # stage boundary: new trainable set, new optimizer
                 stage = config.stage_at(step)
-                params = set_stage(model, stage)
+                params = stage_parameters(model, stage)
                 optimizer = make_optimizer(config, params)
                 bar.set_description(f"train (stage {stage})")
             lr = config.lr_at(step)
@@ -801,5 +803,5 @@ def count_parameters(model) -> dict:
     return groups
 
 
-__all__ = ["Clip", "Example", "ExampleStream", "TrainConfig", "build_model", "collate", "count_parameters",
-           "export_model", "predict", "predict_split", "read_clips", "set_stage", "train"]
+__all__ = ["AnnotatedClip", "Example", "ExampleStream", "TrainConfig", "build_model", "collate", "count_parameters",
+           "export_model", "predict", "predict_split", "read_clips", "stage_parameters", "train"]
