@@ -154,6 +154,23 @@ def decode_bytes(data: bytes, sample_rate: int = 24000, name: str = "<bytes>", *
         return _resample(mono, f.samplerate, sample_rate)
 
 
+WRITE_BLOCK_FRAMES = 65536
+
+
+def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int, *, subtype: str | None = None) -> Path:
+    """Write (n,) or (n, channels) float samples; the format follows the suffix (.wav .flac .ogg .mp3).
+
+    Written in blocks: libsndfile's Vorbis encoder crashes the process (SIGSEGV) on one large write (seen with
+    soundfile 0.14: 240 s of 48 kHz stereo to .ogg), which no exception can turn into an error message."""
+    path = Path(path)
+    samples = np.asarray(samples, dtype=np.float32)
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=channels, subtype=subtype) as f:
+        for start in range(0, len(samples), WRITE_BLOCK_FRAMES):
+            f.write(samples[start:start + WRITE_BLOCK_FRAMES])
+    return path
+
+
 def iter_audio_files(source: str | Path) -> Iterator[Path]:
     """Expand a directory (recursive), a glob, one file, or a .txt/.lst list (one path per line, relative to the list,
     '#' comments) into sorted paths, one per real file. Directory walks follow symlinks but never a loop, and keep every

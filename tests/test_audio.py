@@ -357,3 +357,17 @@ def test_bundled_examples_match_manifest():
         y = load_audio(path)
         assert abs(len(y) - round(info.frames * 24000 / info.sample_rate)) <= 1
         assert 0.5 < np.abs(y).max() <= 1.0 and np.sqrt(np.mean(y ** 2)) > 0.03  # normalised, not silent
+
+
+def test_write_audio_long_ogg_in_blocks_roundtrips(tmp_path):
+    """One large libsndfile Vorbis write crashes the process; write_audio writes in blocks (any length, any format)."""
+    from mu_llama.audio import WRITE_BLOCK_FRAMES, write_audio
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((3 * WRITE_BLOCK_FRAMES + 123, 2))).astype(np.float32)
+    for suffix in (".ogg", ".flac", ".wav"):
+        p = write_audio(tmp_path / f"x{suffix}", x, 48000)
+        y, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        assert sr == 48000 and y.shape == x.shape
+        if suffix != ".ogg":  # lossless
+            assert np.abs(y - x).max() < 1e-4

@@ -118,8 +118,6 @@ def make_song(seconds: float, sample_rate: int = 44100, seed: int = 0, spec: Son
 def write_song(path: str | Path, seconds: float, sample_rate: int = 44100, seed: int = 0,
                spec: SongSpec | None = None) -> Path:
     """make_song written to `path` (the format from its suffix: .wav, .flac, .ogg, .mp3)."""
-    import soundfile as sf
+    from mu_llama.audio import write_audio
 
-    path = Path(path)
-    sf.write(str(path), make_song(seconds, sample_rate, seed, spec), sample_rate)
-    return path
+    return write_audio(path, make_song(seconds, sample_rate, seed, spec), sample_rate)

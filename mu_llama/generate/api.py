@@ -50,13 +50,13 @@ class Generation:
 
     def save(self, wav_path: str | Path, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[Path, Path]:
         """Write WAV and the MIDI beside it (same name, .mid)."""
-        import soundfile as sf
+        from mu_llama.audio import write_audio
 
         wav = Path(wav_path)
         wav.parent.mkdir(parents=True, exist_ok=True)
         mid = wav.with_suffix(".mid")
         self.midi().write(str(mid))
-        sf.write(str(wav), self.audio(sample_rate, soundfont), sample_rate, subtype="PCM_16")
+        write_audio(wav, self.audio(sample_rate, soundfont), sample_rate, subtype="PCM_16")
         return wav, mid
 
 
