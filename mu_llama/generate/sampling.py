@@ -244,17 +244,3 @@ def sample_tokens(model: MusicTokenLM, tok: Tokenizer, prefix_cond: torch.Tensor
     if ids[-1] != tok.eos:
         ids.append(tok.eos)
     return ids
-
-
-def header_distribution(model: MusicTokenLM, tok: Tokenizer, prefix: torch.Tensor) -> dict[str, np.ndarray]:
-    """Greedy walk of the header with the model's distribution at each header slot (for inspection/plots)."""
-    out = {}
-    ids = [tok.bos]
-    with torch.no_grad():
-        for kind in HEADER_KINDS:
-            logits = model(torch.tensor([ids]), prefix)[0, -1]
-            allowed = np.flatnonzero(tok.kind_of == kind)
-            p = torch.softmax(logits[allowed], -1).numpy()
-            out[kind] = p
-            ids.append(int(allowed[int(np.argmax(p))]))
-    return out

@@ -116,9 +116,6 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
-    def ids_of_kind(self, kind: str) -> list[int]:
-        return [i for i, k in enumerate(self.kind_of) if k == kind]
-
     # ------------------------------------------------------------------------------------------------ encoding
     def header_of(self, piece: Piece) -> Header:
         if piece.meter not in METERS:

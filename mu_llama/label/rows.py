@@ -23,10 +23,7 @@ import json
 import math
 from datetime import datetime, timezone
 
-ROW_FIELDS = ("source", "duration", "sample_rate", "sha256", "windows", "caption", "answers",
-              "valence", "arousal", "dominance", "model_id", "model_revision", "decoding", "options_hash", "labeled_at")
 VAD_FIELDS = ("valence", "arousal", "dominance")
-ERROR_FIELDS = ("path", "reason", "detail", "stage")
 # Error reasons beyond AudioError.REASONS: the model failed on this clip alone (after bisection), or an unexpected bug.
 MODEL_FAILED, INTERNAL = "model_failed", "internal_error"
 

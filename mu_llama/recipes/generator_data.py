@@ -278,12 +278,3 @@ def build(out: str | Path, *, seed: int = 0, sources=SOURCES, limit_per_source: 
     (out / "meta.json").write_text(json.dumps({"counts": counts, "seed": seed, "sources": [s.__dict__ for s in sources],
                                                "vocab_size": len(tok)}, indent=1))
     return counts
-
-
-def load_rows(path: str | Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh]
-
-
-def piece_of_row(row: dict, tok: Tokenizer | None = None) -> Piece:
-    return (tok or Tokenizer()).decode(row["tokens"])

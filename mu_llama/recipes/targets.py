@@ -45,7 +45,6 @@ CLIP_HEADS: dict[str, tuple[str, ...]] = {
     "drums": ("no", "yes"), "bass_type": BASS_TYPES, "register": REGISTERS, "density_class": DENSITIES,
     "dynamics": DYNAMICS, "key_tonic": PITCH_CLASSES,
 }
-MULTI_HEADS: dict[str, tuple[str, ...]] = {"families": FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -173,10 +172,6 @@ class TargetCache:
         o = int(self.audio_offset[i])
         return self.audio[o: o + int(self.audio_len[i])].astype(np.float32) / 32768.0
 
-    def frame_slice(self, i: int) -> slice:
-        o = int(self.frame_offset[i])
-        return slice(o, o + int(self.frames[i]))
-
 
 def build_cache(records: Sequence[ClipRecord], folder: str | Path, *, progress: bool = False) -> TargetCache:
     """Decode the clips and their MIDI once; reuse the cache when it holds exactly these clip ids."""
@@ -274,6 +269,6 @@ def fit_teacher(cache: TargetCache, train: np.ndarray, *, clusters: int = 64, fr
     return {"mean": mean.numpy(), "std": std.numpy(), "centroids": cent.numpy(), "labels": labels}
 
 
-__all__ = ["CLIP_HEADS", "MULTI_HEADS", "ClipRecord", "TargetCache", "scan_corpus", "clip_targets", "frame_targets",
+__all__ = ["CLIP_HEADS", "ClipRecord", "TargetCache", "scan_corpus", "clip_targets", "frame_targets",
            "frame_centres", "onset_frame", "num_frames", "log_mel", "mel_filterbank", "build_cache", "open_cache",
            "fit_teacher"]

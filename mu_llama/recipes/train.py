@@ -792,16 +792,5 @@ def snapshot_corpus(corpus: str | Path, out_dir: str | Path, splits: dict[str, s
     return out_dir
 
 
-def count_parameters(model) -> dict:
-    params = named_parameters(model)
-    groups = {"music_adapter": 0, "injection": 0, "lora": 0, "bias_norm": 0}
-    for n, p in params.items():
-        key = n.split(".")[0] if not n.startswith("llm.") else ("lora" if ".lora_" in n else "bias_norm")
-        groups[key] += p.numel()
-    groups["total"] = sum(groups.values())
-    groups["bytes_fp32"] = 4 * groups["total"]
-    return groups
-
-
-__all__ = ["AnnotatedClip", "Example", "ExampleStream", "TrainConfig", "build_model", "collate", "count_parameters",
+__all__ = ["AnnotatedClip", "Example", "ExampleStream", "TrainConfig", "build_model", "collate",
            "export_model", "predict", "predict_split", "read_clips", "stage_parameters", "train"]

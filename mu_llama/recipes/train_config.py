@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mu_llama.errors import ConfigError, choice_error
@@ -224,7 +224,3 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         if value is not None:
             _set_dotted(d, key, value)
     return TrainConfig.from_dict(d)
-
-
-def with_updates(config: TrainConfig, **changes) -> TrainConfig:
-    return replace(config, **changes)
