@@ -38,8 +38,8 @@ import math
 import numpy as np
 
 from mu_llama.emotion.targets import FAMILY_POWER, WEIGHTS
-from mu_llama.facts import gm_family
-from mu_llama.generate.tokenizer import DENSITIES, DYN_LEVELS, REGISTERS, tempo_bins
+from mu_llama.facts import DENSITIES, REGISTERS, gm_family
+from mu_llama.generate.tokenizer import DYN_LEVELS, tempo_bins
 
 PLAN_CUES = ("tempo", "velocity", "density", "pitch")      # the cues the header can move (order of x)
 AXES = ("valence", "arousal", "dominance")

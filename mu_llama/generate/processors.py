@@ -27,16 +27,9 @@ import math
 import numpy as np
 import torch
 
+from mu_llama.facts import DENSITIES, REGISTERS
 from mu_llama.generate.planner import HeaderPlanner
-from mu_llama.generate.tokenizer import (
-    DENSITIES,
-    DYN_LEVELS,
-    HEADER_KINDS,
-    REGISTERS,
-    TICKS_PER_BEAT,
-    Tokenizer,
-    tempo_bins,
-)
+from mu_llama.generate.tokenizer import DYN_LEVELS, HEADER_KINDS, TICKS_PER_BEAT, Tokenizer, tempo_bins
 
 NEG = float("-inf")
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10, 11)}   # minor: natural + raised 7th

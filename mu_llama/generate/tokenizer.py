@@ -17,11 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mu_llama import facts
 from mu_llama.errors import ConfigError, choice_error
-from mu_llama.facts import density_class, register_class
+from mu_llama.facts import DENSITIES, MODES, REGISTERS, density_class, register_class
 from mu_llama.generate.symbolic import Note, Piece, estimate_key, monophonic_per_pitch
 
-METERS = ("2/4", "3/4", "4/4", "2/2", "3/8", "6/8", "9/8", "12/8")
+# The time signatures a TS_<meter> token can name: the fact sheet's meters without "other" (in that order, which the
+# token ids depend on). Register, density and mode classes are the fact sheet's own (mu_llama.facts).
+TOKEN_METERS = tuple(m for m in facts.METERS if m != "other")
 TICKS_PER_BEAT = 4
 MAX_BAR_TICKS = 32                                    # up to 8 quarter notes per bar
 DURATIONS = tuple(range(1, 17)) + (18, 20, 24, 28, 32, 40, 48, 64)   # in sixteenths
@@ -29,9 +32,6 @@ N_TEMPO = 16
 TEMPO_MIN, TEMPO_MAX = 40.0, 220.0
 N_VEL = 16
 DYN_LEVELS = (45, 60, 75, 90, 105)                    # pp p mf f ff: mean velocity centres
-REGISTERS = ("low", "middle", "high")
-DENSITIES = ("sparse", "moderate", "dense")
-MODES = ("major", "minor")
 PITCH_LO, PITCH_HI = 21, 108
 SPECIALS = ("PAD", "BOS", "EOS", "BAR")
 HEADER_KINDS = ("TS", "TEMPO", "PROG", "DYN", "REG", "DENS", "MODE", "KEY")
@@ -71,7 +71,7 @@ def duration_to_token_ticks(ticks: int) -> int:
 
 def _build_vocab() -> list[str]:
     v = list(SPECIALS)
-    v += [f"TS_{m}" for m in METERS]
+    v += [f"TS_{m}" for m in TOKEN_METERS]
     v += [f"TEMPO_{i}" for i in range(N_TEMPO)]
     v += [f"PROG_{p}" for p in range(128)]
     v += [f"DYN_{i}" for i in range(len(DYN_LEVELS))]
@@ -118,8 +118,8 @@ class Tokenizer:
 
     # ------------------------------------------------------------------------------------------------ encoding
     def header_of(self, piece: Piece) -> Header:
-        if piece.meter not in METERS:
-            raise choice_error("meter", piece.meter, METERS)
+        if piece.meter not in TOKEN_METERS:
+            raise choice_error("meter", piece.meter, TOKEN_METERS)
         notes = piece.notes
         secs = max(piece.seconds, 1e-6)
         mean_v = float(np.mean([n.velocity for n in notes])) if notes else 75.0

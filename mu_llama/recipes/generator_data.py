@@ -29,7 +29,7 @@ from mu_llama.emotion.targets import FAMILY_POWER, TEXTURE_OF, MusicCues, blend,
 from mu_llama.emotion.text import vad_from_text
 from mu_llama.facts import PITCH_CLASSES, dynamics_class, gm_family, register_class, tempo_class
 from mu_llama.generate.symbolic import Note, Piece, major_share, monophonic_per_pitch
-from mu_llama.generate.tokenizer import METERS, PITCH_HI, PITCH_LO, Tokenizer
+from mu_llama.generate.tokenizer import PITCH_HI, PITCH_LO, TOKEN_METERS, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _score_notes(sc) -> tuple[list[Note], str] | None:
     from music21 import meter, stream
 
     tss = list(sc.recurse().getElementsByClass(meter.TimeSignature))
-    if not tss or tss[0].ratioString not in METERS:
+    if not tss or tss[0].ratioString not in TOKEN_METERS:
         return None
     ratio = tss[0].ratioString
     bar_len = tss[0].barDuration.quarterLength
