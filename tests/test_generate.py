@@ -385,3 +385,33 @@ def test_cli_from_audio_shifts_the_estimated_vad_and_no_performance_plays_the_sc
     vel = lambda p: [m.velocity for m in mido.MidiFile(p).merged_track if m.type == "note_on" and m.velocity]
     assert len(vel(tmp_path / "p.mid")) == len(vel(tmp_path / "s.mid"))  # same score, seeded
     assert vel(tmp_path / "p.mid") != vel(tmp_path / "s.mid")  # the performance layer changes the dynamics only
+
+
+def test_cli_generate_refuses_bad_numbers_and_outputs_before_any_work(tmp_path, monkeypatch, capsys):
+    """NaN shifts once became -1.0, NaN temperature / guidance and a 2**70 seed crashed, 1e-9 s wrote an empty WAV,
+    and a bad --out failed only after the music was made. Each is now one line, exit 2, before the generator loads."""
+    from mu_llama.cli.main import main
+    from mu_llama.generate import api
+
+    def never(*a, **k):
+        raise AssertionError("the generator was loaded before the input was checked")
+
+    monkeypatch.setattr(api.EmbeddedGenerator, "load", classmethod(never))
+    monkeypatch.setattr(api, "vad_and_caption_from_audio", never)
+    ok = str(tmp_path / "x.wav")
+    (tmp_path / "adir.wav").mkdir()
+    cases = [
+        (["--from-audio", "a.wav", "--shift-valence", "nan", "--out", ok], "shift of valence"),
+        (["--temperature", "nan", "--out", ok], "temperature"),
+        (["--guidance-scale", "inf", "--out", ok], "guidance_scale"),
+        (["--seed", str(2**70), "--out", ok], "seed"),
+        (["--duration", "1e-9", "--out", ok], "cannot hold a note"),
+        (["--duration", "nan", "--out", ok], "duration"),
+        (["--out", str(tmp_path / "x.txt")], "unknown audio suffix"),
+        (["--out", str(tmp_path / "adir.wav")], "is a directory"),
+        (["--valence", "nan", "--out", ok], "valence"),
+    ]
+    for extra, words in cases:
+        assert main(["generate", "--text", "a song", *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert words in err and "Traceback" not in err and len(err.splitlines()) == 1, (extra, err)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -59,15 +60,28 @@ def run(args) -> int:
     from mu_llama.emotion.vad import VAD
     from mu_llama.errors import ConfigError
     from mu_llama.generate import Conditioning, EmbeddedGenerator, vad_and_caption_from_audio
+    from mu_llama.generate.api import check_duration
     from mu_llama.generate.sampling import SamplingOptions
 
+    # everything the user typed is checked before any audio is heard or music made
+    check_duration(args.duration)
+    out_path = _check_out(args.out)
+    overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
+                                   ("top_k", args.top_k), ("mode_prior", args.mode_prior),
+                                   ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins),
+                                   ("vad_control", args.vad_control), ("text_facts", args.text_facts),
+                                   ("mode_draw", args.mode_draw))
+                 if v is not None}
+    SamplingOptions(seed=args.seed, **overrides)  # validates each value (finite, in range, a valid choice)
+    shift = (args.shift_valence, args.shift_arousal, args.shift_dominance)
+    VAD(0.0, 0.0, 0.0).shifted(*shift)  # finite shifts
     given = [getattr(args, ax) for ax in ("valence", "arousal", "dominance")]
     text = args.text
     if args.from_audio:
         if any(g is not None for g in given):
             raise ConfigError("give either --from-audio or --valence/--arousal/--dominance, not both")
         vad, caption = vad_and_caption_from_audio(
-            args.from_audio, shift=(args.shift_valence, args.shift_arousal, args.shift_dominance),
+            args.from_audio, shift=shift,
             caption_model=None if args.caption_model.lower() == "none" else args.caption_model)
         if text is None and caption:
             text = caption
@@ -77,17 +91,11 @@ def run(args) -> int:
         vad = None
     gen = EmbeddedGenerator.load(args.checkpoint)
     opts = SamplingOptions(seed=args.seed, **gen.model.config.info.get("sampling_defaults", {}))
-    overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("temperature", args.temperature),
-                                   ("top_k", args.top_k), ("mode_prior", args.mode_prior),
-                                   ("mode_control", args.mode_control), ("tempo_prior_bins", args.tempo_prior_bins),
-                                   ("vad_control", args.vad_control), ("text_facts", args.text_facts),
-                                   ("mode_draw", args.mode_draw))
-                 if v is not None}
     opts = replace(opts, **overrides)
     cond = Conditioning(text, vad)
     out = gen.generate(cond, duration=args.duration, options=opts,
                        **({"performance": None} if args.no_performance else {}))
-    wav, mid = out.save(args.out, soundfont=args.soundfont)
+    wav, mid = out.save(out_path, soundfont=args.soundfont)
     summary = {"wav": str(wav), "midi": str(mid), "text": text, "vad": vad.to_dict() if vad else None,
                "seed": args.seed, "duration": args.duration, "tempo_bpm": round(out.piece.bpm, 1),
                "notes": len(out.piece.notes), "guidance_scale": opts.guidance_scale}
@@ -95,3 +103,23 @@ def run(args) -> int:
           f"wrote {wav} and {mid} ({len(out.piece.notes)} notes, {out.piece.bpm:.0f} bpm"
           f"{', ' + str(vad) if vad else ''})", file=sys.stdout)
     return 0
+
+
+def _check_out(out: str) -> Path:
+    """--out before any work: an audio suffix libsndfile writes, not a directory, in a folder we can create or write."""
+    import os
+
+    import soundfile as sf
+
+    from mu_llama.errors import ConfigError
+
+    path = Path(out).expanduser()
+    formats = {f".{k.lower()}" for k in sf.available_formats()}
+    if path.suffix.lower() not in formats:
+        raise ConfigError(f"--out {out}: unknown audio suffix {path.suffix!r}; use .wav, .flac, .ogg or .mp3")
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: is a directory")
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write in {folder}")
+    return path

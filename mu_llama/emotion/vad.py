@@ -50,6 +50,9 @@ class VAD:
 
     def shifted(self, valence: float = 0.0, arousal: float = 0.0, dominance: float = 0.0) -> "VAD":
         """Move by the given deltas, clipping to the valid range (used by `generate --from-audio --shift-valence`)."""
+        for name, d in (("valence", valence), ("arousal", arousal), ("dominance", dominance)):
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+                raise ConfigError(f"VAD shift of {name} must be a finite number, got {d!r}")
         return VAD.clipped(self.valence + valence, self.arousal + arousal, self.dominance + dominance,
                            f"{self.source}+shift" if self.source else "shift")
 

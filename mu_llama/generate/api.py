@@ -27,6 +27,16 @@ from mu_llama.generate.tokenizer import Tokenizer
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "generator"
 MAX_DURATION = 600.0
+MIN_DURATION = 0.5  # shorter than one note at the fastest tempo: nothing would sound
+
+
+def check_duration(duration) -> float:
+    """The requested duration in seconds, or a ConfigError naming the valid range."""
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+            or not MIN_DURATION <= duration <= MAX_DURATION:
+        raise ConfigError(f"duration must be a number of seconds in [{MIN_DURATION:g}, {MAX_DURATION:g}] "
+                          f"(shorter cannot hold a note), got {duration!r}")
+    return float(duration)
 DEFAULT_PERFORMANCE = PerformanceOptions()
 
 
@@ -103,8 +113,7 @@ class EmbeddedGenerator:
     def generate(self, cond: Conditioning, duration: float = 10.0, options: SamplingOptions | None = None,
                  performance: PerformanceOptions | None = DEFAULT_PERFORMANCE) -> Generation:
         """Sample a score, cut it at `duration`, and play it with the arousal performance rules (None: as written)."""
-        if not 0 < duration <= MAX_DURATION:
-            raise ConfigError(f"duration must be in (0, {MAX_DURATION:g}] seconds, got {duration}")
+        check_duration(duration)
         opts = options or SamplingOptions()
         pc, pu = self.prefixes(cond)
         torch.manual_seed(opts.seed)   # nothing else is random, but keep global state predictable too

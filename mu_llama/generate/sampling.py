@@ -98,6 +98,12 @@ class SamplingOptions:
     text_facts: str = "constrain"
 
     def __post_init__(self):
+        for name, value in vars(self).items():  # NaN passes every < / > check below: refuse it first
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.text_facts not in TEXT_FACTS:
             raise choice_error("text_facts", self.text_facts, TEXT_FACTS)
         if self.key_constraint not in KEY_CONSTRAINTS:
